@@ -1,0 +1,80 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "moin/core/error.h"
+#include "moin/data/tokenizer.h"
+#include "test_util.h"
+
+namespace {
+
+using moin::test::TempDir;
+
+// A small tokenizer trained on generated text, shared by the tests of this file.
+std::string tiny_tokenizer(const TempDir& dir) {
+  std::string corpus = dir / "corpus.txt";
+  std::ofstream out(corpus);
+  const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"};
+  std::mt19937 rng(7);
+  for (int line = 0; line < 400; ++line) {
+    for (int w = 0; w < 12; ++w) out << words[rng() % 12] << (w == 11 ? "" : " ");
+    out << ".\n";
+  }
+  out.close();
+  moin::TokenizerTrainOptions o;
+  o.input = {corpus};
+  o.model_prefix = dir / "tok";
+  o.vocab_size = 300;
+  moin::train_tokenizer(o);
+  return dir / "tok.model";
+}
+
+// The foundation's known trap: sentencepiece (with its own protobuf) and LibTorch in one process.
+TEST(Tokenizer, CoexistsWithLibTorchInOneProcess) {
+  TempDir dir;
+  auto tok = moin::Tokenizer::load(tiny_tokenizer(dir));
+  auto ids = tok.encode("the cat sat on the mat.");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(tok.decode(ids), "the cat sat on the mat.");
+
+  auto t = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong).to(torch::kFloat);
+  auto y = torch::matmul(t.unsqueeze(0), t.unsqueeze(1));
+  EXPECT_GT(y.item<float>(), 0.0f);
+  std::string path = dir / "tensor.pt";
+  torch::save(t, path);
+  torch::Tensor back;
+  torch::load(back, path);
+  EXPECT_TRUE(torch::equal(back, t));
+}
+
+TEST(Tokenizer, SpecialIdsAndRoundTrip) {
+  TempDir dir;
+  auto tok = moin::Tokenizer::load(tiny_tokenizer(dir));
+  EXPECT_EQ(tok.unk_id(), 0);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_EQ(tok.pad_id(), 3);
+  EXPECT_GE(tok.vocab_size(), 50);
+  // byte fallback: characters never seen in training still round-trip.
+  std::string text = "a dog ran home: ünïcödé ✓ 123";
+  EXPECT_EQ(tok.decode(tok.encode(text)), text);
+  EXPECT_TRUE(tok.encode("").empty());
+  std::string long_text;
+  for (int i = 0; i < 20000; ++i) long_text += "the cat ";
+  EXPECT_GT(tok.encode(long_text).size(), 10000u);
+}
+
+TEST(Tokenizer, MissingOrInvalidModelIsAUserError) {
+  TempDir dir;
+  EXPECT_THROW(moin::Tokenizer::load(dir / "missing.model"), moin::UserError);
+  moin::test::write_file(dir / "junk.model", "not a model");
+  EXPECT_THROW(moin::Tokenizer::load(dir / "junk.model"), moin::UserError);
+}
+
+TEST(Tokenizer, SharedTok512LoadsWhenPresent) {
+  MOIN_REQUIRE_SHARED_DATA(data);
+  auto tok = moin::Tokenizer::load(data + "/models/stories260K/tok512.model");
+  EXPECT_EQ(tok.vocab_size(), 512);
+  EXPECT_EQ(tok.decode(tok.encode("Once upon a time")), "Once upon a time");
+}
+
+}  // namespace
