@@ -62,6 +62,10 @@ template <class T> void save_effective_config(const std::string& dir, const std:
 // Each command file registers itself here; main() calls them in order.
 void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_init_model(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
 void register_lora(CLI::App& app);
 
 }  // namespace moin::cli

@@ -16,6 +16,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MOIN_VERSION);
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
+  moin::cli::register_convert(app);
+  moin::cli::register_init_model(app);
+  moin::cli::register_generate(app);
+  moin::cli::register_logits(app);
   moin::cli::register_lora(app);
 
   try {
