@@ -704,14 +704,22 @@ IngestReport write_corpus_as_lines(const CorpusOptions& opts, const std::string&
     if (!out) throw std::runtime_error("cannot write " + tmp.string());
     Document d;
     while (reader.next(d)) {
-      for (char& c : d.text)
-        if (c == '\n' || c == '\r') c = ' ';
-      out << d.text << '\n';
+      std::size_t start = 0;
+      while (start < d.text.size()) {
+        std::size_t nl = d.text.find('\n', start);
+        if (nl == std::string::npos) nl = d.text.size();
+        std::string line = d.text.substr(start, nl - start);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (!is_blank(line)) out << line << '\n';
+        start = nl + 1;
+      }
     }
     out.flush();
     if (!out) throw std::runtime_error("write failed for " + tmp.string());
   });
   return reader.report();
 }
+
+bool is_jsonl_path(const std::string& path) { return is_jsonl_name(path); }
 
 }  // namespace moin

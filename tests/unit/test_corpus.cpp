@@ -412,9 +412,9 @@ TEST(Corpus, ShardsPartitionTheRecordsAndTheReport) {
 
 TEST(Corpus, WriteAsLinesForTheTokenizerTrainer) {
   TempDir dir;
-  write_file(dir / "a.jsonl", "{\"text\": \"one\\ntwo\"}\n{\"text\": \"three\"}\n");
+  write_file(dir / "a.jsonl", "{\"text\": \"one\\n\\n two\"}\n{\"text\": \"three\"}\n");
   auto rep = moin::write_corpus_as_lines(opts_for(dir / "a.jsonl"), dir / "out.txt");
-  EXPECT_EQ(moin::test::read_file(dir / "out.txt"), "one two\nthree\n");
+  EXPECT_EQ(moin::test::read_file(dir / "out.txt"), "one\n two\nthree\n");
   EXPECT_EQ(rep.documents, 2);
 }
 

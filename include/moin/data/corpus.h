@@ -161,8 +161,11 @@ class CorpusReader {
   IngestReport report_;
 };
 
-// Writes the text of every document, one per line (newlines inside a document become spaces), to `path`:
-// the input `moin tokenizer train` hands to the SentencePiece trainer. Returns the ingest report.
+// Writes every non-blank line of every document to `path` (one per line): the input the SentencePiece
+// trainer reads (it treats a line as a sentence and skips very long ones). Returns the ingest report.
 IngestReport write_corpus_as_lines(const CorpusOptions& opts, const std::string& path);
+
+// Whether a file name says JSONL: .jsonl, .json or .ndjson, optionally followed by .gz, .zst or .zstd.
+bool is_jsonl_path(const std::string& path);
 
 }  // namespace moin
