@@ -425,7 +425,9 @@ TEST(Corpus, SharedCorpusReadsClean) {
   o.strict = true;
   moin::IngestReport rep;
   auto docs = read_all(o, &rep);
-  EXPECT_EQ(docs.size(), 2077u);
+  std::string raw = moin::test::read_file(data + "/corpus/valid.jsonl");
+  EXPECT_EQ(docs.size(), static_cast<std::size_t>(std::count(raw.begin(), raw.end(), '\n')));
+  EXPECT_GT(docs.size(), 2000u);
   std::set<std::string> labels;
   for (const auto& d : docs) labels.insert(d.label);
   EXPECT_EQ(labels.size(), 10u);
