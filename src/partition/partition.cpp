@@ -151,8 +151,10 @@ std::vector<std::vector<std::string>> top_terms(const std::vector<std::string>& 
   std::vector<std::unordered_map<std::string, std::int64_t>> dfc(k);
   std::vector<std::int64_t> nc(k, 0);
   std::string storage;
-  for (std::size_t i = 0; i < texts.size(); ++i) {
-    auto ws = tfidf::words(texts[i], /*stop_words=*/true, 20000, storage);
+  // A few thousand documents name a cluster's words well enough; more only costs time.
+  const std::size_t n_docs = std::min<std::size_t>(texts.size(), 8000);
+  for (std::size_t i = 0; i < n_docs; ++i) {
+    auto ws = tfidf::words(texts[i], /*stop_words=*/true, 4000, storage);
     std::vector<std::string> uniq(ws.begin(), ws.end());
     std::sort(uniq.begin(), uniq.end());
     uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
@@ -162,12 +164,12 @@ std::vector<std::vector<std::string>> top_terms(const std::vector<std::string>& 
       ++dfc[cluster[i]][w];
     }
   }
-  const double n = static_cast<double>(texts.size());
+  const double n = static_cast<double>(n_docs);
   std::vector<std::vector<std::string>> out(k);
   for (int c = 0; c < k; ++c) {
     std::vector<std::pair<double, std::string>> scored;
     for (const auto& [w, cnt] : dfc[c]) {
-      if (cnt < 3 || w == "0num") continue;
+      if (cnt < 3 || w == "0num") continue;  // (nc[c] > 0 here: the word occurs in the cluster)
       double pc = static_cast<double>(cnt) / nc[c], p = static_cast<double>(df[w]) / n;
       scored.emplace_back(-pc * std::log(pc / p), w);
     }
@@ -380,12 +382,16 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   std::int64_t n_valid = 0;
 
   std::vector<Document> batch;
+  double t_read = 0, t_embed = 0, t_tok = 0, t_write = 0;
   auto flush = [&] {
     if (batch.empty()) return;
     const std::size_t n = batch.size();
     std::vector<std::string> texts(n);
-    for (std::size_t i = 0; i < n; ++i) texts[i] = batch[i].text;
+    for (std::size_t i = 0; i < n; ++i) texts[i].swap(batch[i].text);
+    auto t1 = std::chrono::steady_clock::now();
     std::vector<float> x = embedder->embed(texts);
+    auto t2 = std::chrono::steady_clock::now();
+    t_embed += std::chrono::duration<double>(t2 - t1).count();
     std::vector<std::vector<int>> ids(n);
     std::vector<std::pair<int, float>> nearest(n);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
@@ -393,6 +399,8 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
       ids[i] = tok.encode(texts[i]);
       nearest[i] = nearest_centroid(x.data() + i * km.d, km);
     }
+    auto t3 = std::chrono::steady_clock::now();
+    t_tok += std::chrono::duration<double>(t3 - t2).count();
     for (std::size_t i = 0; i < n; ++i) {
       const Document& doc = batch[i];
       bool valid = split_is_valid(doc, opts.valid_fraction, opts.seed);
@@ -407,15 +415,24 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
                    {"tokens", ids[i].size()}};
       docs << line.dump() << '\n';
     }
+    t_write += seconds_since(t3);
     progress.add(static_cast<std::int64_t>(n));
     batch.clear();
   };
   Document d;
+  auto t_r = std::chrono::steady_clock::now();
   while (reader.next(d)) {
     batch.push_back(std::move(d));
-    if (static_cast<int>(batch.size()) >= opts.batch_docs) flush();
+    if (static_cast<int>(batch.size()) >= opts.batch_docs) {
+      t_read += seconds_since(t_r);
+      flush();
+      t_r = std::chrono::steady_clock::now();
+    }
   }
+  t_read += seconds_since(t_r);
   flush();
+  spdlog::info("partition assign: time in reading {:.1f} s, embedding {:.1f} s, tokenising + nearest centroid "
+               "{:.1f} s ({} threads), writing {:.1f} s", t_read, t_embed, t_tok, threads, t_write);
   progress.finish();
   writer.finish();
   docs.flush();
