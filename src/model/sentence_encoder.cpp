@@ -68,6 +68,18 @@ torch::Device pick_device(const std::string& name) {
 
 }  // namespace
 
+int SentenceEncoder::default_max_length(const std::string& dir) {
+  stdfs::path d(dir);
+  int max_len = static_cast<int>(BertConfig::from_json_file((d / "config.json").string()).max_position_embeddings);
+  stdfs::path sb = d / "sentence_bert_config.json";
+  if (stdfs::exists(sb)) {
+    auto j = fs::read_json(sb);
+    if (j.contains("max_seq_length") && j["max_seq_length"].is_number_integer() && j["max_seq_length"].get<int>() >= 2)
+      max_len = std::min(max_len, j["max_seq_length"].get<int>());
+  }
+  return max_len;
+}
+
 SentenceEncoder SentenceEncoder::load(const std::string& dir, const SentenceEncoderOptions& opts) {
   stdfs::path d(dir);
   require(stdfs::is_directory(d), "encoder folder " + dir + " does not exist (expected a sentence-transformers folder)");
@@ -78,15 +90,10 @@ SentenceEncoder SentenceEncoder::load(const std::string& dir, const SentenceEnco
 
   // Truncation: the user's choice, else sentence-transformers' max_seq_length, else the tokenizer's;
   // never past the position table.
-  int max_len = static_cast<int>(bert.config().max_position_embeddings);
+  int max_len = default_max_length(dir);
   bool lower_input = false;
   stdfs::path sb = d / "sentence_bert_config.json";
-  if (stdfs::exists(sb)) {
-    auto j = fs::read_json(sb);
-    if (j.contains("max_seq_length") && j["max_seq_length"].is_number_integer())
-      max_len = std::min(max_len, j["max_seq_length"].get<int>());
-    lower_input = j.value("do_lower_case", false);
-  }
+  if (stdfs::exists(sb)) lower_input = fs::read_json(sb).value("do_lower_case", false);
   if (opts.max_length > 0) max_len = std::min(opts.max_length, static_cast<int>(bert.config().max_position_embeddings));
   WordPiece tok = WordPiece::load(dir, max_len);
   if (lower_input) {

@@ -29,8 +29,7 @@ struct Fnv {
 
 class EncoderEmbedder : public Embedder {
  public:
-  EncoderEmbedder(SentenceEncoder enc, int batch_size, int max_length_option)
-      : enc_(std::move(enc)), batch_size_(batch_size), max_length_option_(max_length_option) {}
+  EncoderEmbedder(SentenceEncoder enc, int batch_size) : enc_(std::move(enc)), batch_size_(batch_size) {}
 
   std::string type() const override { return "encoder"; }
   int dim() const override { return enc_.dim(); }
@@ -45,7 +44,6 @@ class EncoderEmbedder : public Embedder {
     nlohmann::json j = {{"type", "encoder"},
                         {"encoder_dir", enc_.dir()},
                         {"max_length", enc_.max_length()},
-                        {"max_length_option", max_length_option_},
                         {"batch_size", batch_size_},
                         {"dim", enc_.dim()},
                         {"fingerprint", encoder_fingerprint(enc_.dir())}};
@@ -54,7 +52,7 @@ class EncoderEmbedder : public Embedder {
 
  private:
   SentenceEncoder enc_;
-  int batch_size_, max_length_option_;
+  int batch_size_;
 };
 
 }  // namespace
@@ -89,11 +87,12 @@ std::unique_ptr<Embedder> make_encoder_embedder(const std::string& encoder_dir, 
   require(!encoder_dir.empty(), "the encoder embedder needs a model folder (--encoder DIR, embedder.encoder_dir)");
   SentenceEncoderOptions o;
   o.batch_size = batch_size;
-  o.max_length = max_length;
+  int model_max = SentenceEncoder::default_max_length(encoder_dir);
+  o.max_length = max_length > 0 ? std::min(max_length, model_max) : model_max;
   o.device = device;
   if (!torch::cuda::is_available() || (!device.empty() && device.rfind("cpu", 0) == 0))
     spdlog::info("encoder {}: CPU, {} threads", encoder_dir, at::get_num_threads());
-  return std::make_unique<EncoderEmbedder>(SentenceEncoder::load(encoder_dir, o), batch_size, max_length);
+  return std::make_unique<EncoderEmbedder>(SentenceEncoder::load(encoder_dir, o), batch_size);
 }
 
 std::unique_ptr<Embedder> load_encoder_embedder(const std::string& dir) {

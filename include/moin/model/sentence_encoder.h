@@ -32,6 +32,10 @@ class SentenceEncoder {
   // UserError naming the file for anything missing or malformed in the folder.
   static SentenceEncoder load(const std::string& dir, const SentenceEncoderOptions& opts = {});
 
+  // The truncation length load() picks when opts.max_length is 0: sentence_bert_config.json's
+  // max_seq_length, bounded by config.json's max_position_embeddings (reads only the JSON files).
+  static int default_max_length(const std::string& dir);
+
   // Token ids ([CLS] ... [SEP], truncated to max_length()) of each text.
   std::vector<std::vector<int>> tokenize(const std::vector<std::string>& texts) const;
   // [texts.size(), dim()] float32 on the CPU, rows L2-normalised. Texts are sorted by length and cut

@@ -14,8 +14,10 @@
 
 namespace moin {
 
-// encoder_dir: the model folder; batch_size: texts per forward pass; max_length: tokens per text
-// (0 = the folder's max_seq_length); device: "" = CUDA when available, else CPU (all cores).
+// encoder_dir: the model folder; batch_size: texts per forward pass; max_length: at most this many
+// tokens per text, the folder's max_seq_length (what the model was trained with, and what
+// sentence-transformers truncates to) when that is smaller or max_length is 0; device: "" = CUDA when
+// available, else CPU (intra-op threads on all cores).
 std::unique_ptr<Embedder> make_encoder_embedder(const std::string& encoder_dir, int batch_size = 32,
                                                 int max_length = 0, const std::string& device = "");
 
