@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "moin/core/progress.h"
+#include "moin/eval/cluster_metrics.h"
 #include "moin/partition/embedder.h"
 #include "moin/partition/encoder_embedder.h"
 #include "moin/partition/kmeans.h"
@@ -48,26 +49,6 @@ std::vector<Doc> read_jsonl(const std::string& path) {
     docs.push_back({j["text"].get<std::string>(), j["meta"]["pile_set_name"].get<std::string>()});
   }
   return docs;
-}
-
-// NMI(labels, clusters) = I / ((H(labels) + H(clusters)) / 2).
-double nmi(const std::vector<std::string>& labels, const std::vector<std::int32_t>& clusters) {
-  std::map<std::string, int> lid;
-  for (const auto& l : labels) lid.emplace(l, static_cast<int>(lid.size()));
-  std::map<std::pair<int, int>, double> joint;
-  std::map<int, double> pl, pc;
-  const double n = static_cast<double>(labels.size());
-  for (std::size_t i = 0; i < labels.size(); ++i) {
-    int a = lid[labels[i]], b = clusters[i];
-    joint[{a, b}] += 1 / n;
-    pl[a] += 1 / n;
-    pc[b] += 1 / n;
-  }
-  double mi = 0, hl = 0, hc = 0;
-  for (const auto& [ab, p] : joint) mi += p * std::log(p / (pl[ab.first] * pc[ab.second]));
-  for (const auto& [a, p] : pl) hl -= p * std::log(p);
-  for (const auto& [b, p] : pc) hc -= p * std::log(p);
-  return (hl + hc) > 0 ? mi / ((hl + hc) / 2) : 0.0;
 }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -129,7 +110,7 @@ Row run(const std::string& name, moin::Embedder& e, const std::vector<std::strin
   auto xv = embed_all(e, valid, name + " valid");
   auto a = moin::assign(xv.data(), r.n_valid, km);
   r.embed_valid_s = seconds_since(t);
-  r.nmi = nmi(valid_labels, a.cluster);
+  r.nmi = moin::nmi(moin::encode_labels(valid_labels), a.cluster);
   return r;
 }
 

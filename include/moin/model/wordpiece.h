@@ -10,7 +10,8 @@
 //   6. [CLS] ids [SEP], truncated so the whole sequence fits max_length
 //
 // Unicode data comes from tables generated from Python's unicodedata (scripts/gen_unicode_tables.py).
-// Not reproduced: the slow Python tokenizer's NFC pass when not lower-casing, and canonical reordering of
+// Not reproduced: the slow Python tokenizer's NFC pass when not lower-casing and its context-dependent
+// final sigma (the fast tokenizer maps each character on its own, as here), and canonical reordering of
 // combining marks in step 3 (only marks that survive accent stripping could be affected).
 // Thread-safe: encode() only reads.
 #pragma once
