@@ -63,5 +63,6 @@ template <class T> void save_effective_config(const std::string& dir, const std:
 void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
 void register_embed(CLI::App& app);
+void register_eval_metrics(CLI::App& app);
 
 }  // namespace moin::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
   moin::cli::register_embed(app);
+  moin::cli::register_eval_metrics(app);
 
   try {
     app.parse(argc, argv);
