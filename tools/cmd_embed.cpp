@@ -27,7 +27,7 @@ void register_embed(CLI::App& app) {
       "embed", "Embed each line of stdin (plain text, or JSONL with a \"text\" field): one line of floats per input "
                "line on stdout, or token ids with --ids");
   auto& common = add_common(cmd);
-  static std::string embedder = "encoder", encoder_dir, device;
+  static std::string embedder = "encoder", encoder_dir, device, from;
   static int max_length = 0, batch_size = 32, chunk = 1024;
   static bool ids = false;
   cmd->add_option("--embedder", embedder, "embedder type (encoder)")->capture_default_str();
@@ -35,10 +35,13 @@ void register_embed(CLI::App& app) {
   cmd->add_option("--max-length", max_length, "tokens per text (0 = the model's max_seq_length)")->capture_default_str();
   cmd->add_option("--batch-size", batch_size, "texts per forward pass")->capture_default_str();
   cmd->add_option("--device", device, "cpu, cuda, cuda:N (default: CUDA when available)");
+  cmd->add_option("--from", from, "use the embedder saved in this folder (a partition dir's embedder.json)");
   cmd->add_flag("--ids", ids, "print the token ids ([CLS] ... [SEP]) instead of embeddings");
   set_action(cmd, common, [] {
-    require(embedder == "encoder", "moin embed: --embedder " + embedder + " is not known here (encoder)");
     require(batch_size > 0, "--batch-size must be positive");
+    require(!from.empty() || embedder == "encoder",
+            "moin embed: --embedder " + embedder + " must be fitted first; pass --from PARTITION_DIR to use a saved one");
+    require(!(ids && !from.empty()), "moin embed: --ids needs --encoder DIR, not --from");
     std::unique_ptr<SentenceEncoder> tok_only;
     std::unique_ptr<Embedder> emb;
     if (ids) {
@@ -46,6 +49,8 @@ void register_embed(CLI::App& app) {
       o.max_length = max_length;
       o.device = "cpu";
       tok_only = std::make_unique<SentenceEncoder>(SentenceEncoder::load(encoder_dir, o));
+    } else if (!from.empty()) {
+      emb = load_embedder(from);
     } else {
       emb = make_encoder_embedder(encoder_dir, batch_size, max_length, device);
     }
