@@ -5,7 +5,7 @@
 // meta.pile_set_name. Wall times are measured in the same process, on the same machine.
 //
 //   bench_encoder_partition [--train N] [--valid N] [--k K] [--max-length T] [--batch-size B]
-//                           [--encoder DIR] [--data DIR] [--seed S] [--tfidf-full]
+//                           [--encoder DIR] [--data DIR] [--seed S] [--tfidf-full] [--only tfidf|encoder]
 //
 // Defaults: 5000 train documents (a seeded uniform sample: encoding all 37k with MiniLM on 2 CPU cores
 // takes the better part of an hour), every valid document, k = 10, max_length 128.
@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
   int k = 10, max_length = 128, batch_size = 32;
   std::uint64_t seed = 1234;
   bool tfidf_full = false;
+  std::string only;
   std::string encoder = default_encoder(), data;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
     else if (a == "--data") data = next();
     else if (a == "--seed") seed = std::stoull(next());
     else if (a == "--tfidf-full") tfidf_full = true;
+    else if (a == "--only") only = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -168,12 +170,12 @@ int main(int argc, char** argv) {
     valid.push_back(valid_docs[i].text);
     valid_labels.push_back(valid_docs[i].label);
   }
-  std::printf("corpus: %zu train docs (sample of %zu used, seed %llu), %zu valid docs; k = %d; %d CPU threads; %s\n",
+  std::printf("corpus: a seeded sample of %zu of the %zu train docs (seed %llu), %zu valid docs; k = %d; %d CPU threads; %s\n",
               train.size(), all_train.size(), static_cast<unsigned long long>(seed), valid.size(), k,
               at::get_num_threads(), torch::cuda::is_available() ? "CUDA" : "no GPU");
 
   std::vector<Row> rows;
-  {
+  if (only != "encoder") {
     moin::EmbedderOptions o;
     o.type = "tfidf";
     auto e = moin::make_embedder(o);
@@ -183,7 +185,7 @@ int main(int argc, char** argv) {
       rows.push_back(run("tfidf (all train)", *e2, all_train, all_train, valid, valid_labels, k, seed));
     }
   }
-  {
+  if (only != "tfidf") {
     auto t = Clock::now();
     auto e = moin::make_encoder_embedder(encoder, batch_size, max_length);
     double load_s = seconds_since(t);
