@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "moin/core/fs.h"
+#include "moin/partition/encoder_embedder.h"
 #include "tfidf_embedder.h"
 
 namespace moin {
@@ -11,8 +12,8 @@ namespace moin {
 std::unique_ptr<Embedder> make_embedder(const EmbedderOptions& opts) {
   opts.validate();
   if (opts.type == "tfidf") return tfidf::make(opts);
-  if (opts.type == "model" || opts.type == "encoder")
-    throw UserError("embedder type \"" + opts.type + "\" is not built yet");
+  if (opts.type == "encoder") return make_encoder_embedder(opts.encoder_dir, opts.batch_size, opts.max_length);
+  if (opts.type == "model") throw UserError("embedder type \"" + opts.type + "\" is not built yet");
   throw UserError("unknown embedder type \"" + opts.type + "\" (tfidf, model or encoder)");
 }
 
@@ -22,7 +23,8 @@ std::unique_ptr<Embedder> load_embedder(const std::string& dir) {
     throw UserError(dir + "/embedder.json: no \"type\"");
   std::string type = meta["type"].get<std::string>();
   if (type == "tfidf") return tfidf::load(dir, meta);
-  if (type == "model" || type == "encoder") throw UserError("embedder type \"" + type + "\" is not built yet");
+  if (type == "encoder") return load_encoder_embedder(dir);
+  if (type == "model") throw UserError("embedder type \"" + type + "\" is not built yet");
   throw UserError(dir + "/embedder.json: unknown embedder type \"" + type + "\"");
 }
 
