@@ -3,20 +3,21 @@
 
 #include "cli.h"
 #include "moin/data/tokenizer.h"
+#include "moin/train/launch.h"
 
 namespace moin::cli {
 
 // Each stage's options struct, by the name used in `moin config NAME`.
 static json default_config(const std::string& name) {
-  if (name == "tokenizer") return config::to_json(TokenizerTrainOptions{});
-  throw UserError("config: unknown stage '" + name + "'; known: tokenizer");
+  if (name == "launch") return config::to_json(LaunchOptions{});
+  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
 }
 
 void register_config(CLI::App& app) {
   auto* cmd = app.add_subcommand("config", "Print the default JSON config of a stage");
   auto& common = add_common(cmd);
   static std::string stage;
-  cmd->add_option("stage", stage, "stage name: tokenizer")->required();
+  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch")->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

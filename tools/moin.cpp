@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
 
+  moin::cli::register_launch(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
