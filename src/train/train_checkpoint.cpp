@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <regex>
 
 #include "moin/core/error.h"
@@ -42,6 +43,12 @@ std::vector<std::pair<std::int64_t, stdfs::path>> list_checkpoints(const stdfs::
 at::Generator cuda_generator(const torch::Device& device) {
   return at::globalContext().defaultGenerator(
       torch::Device(torch::kCUDA, device.has_index() ? device.index() : 0));
+}
+
+// The generator is a shared handle: a copy sets the global one's state.
+void set_generator_state(at::Generator gen, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
 }
 
 }  // namespace
@@ -125,10 +132,10 @@ nlohmann::json load_train_checkpoint(const std::string& path, const NamedTensors
   optimizer.load(opt_archive);
   torch::Tensor rng;
   archive.read("rng_cpu", rng);
-  at::globalContext().defaultGenerator(torch::kCPU).set_state(rng);
+  set_generator_state(at::globalContext().defaultGenerator(torch::kCPU), rng);
   if (device.is_cuda()) {
     torch::Tensor rng_cuda;
-    if (archive.try_read("rng_cuda", rng_cuda)) cuda_generator(device).set_state(rng_cuda);
+    if (archive.try_read("rng_cuda", rng_cuda)) set_generator_state(cuda_generator(device), rng_cuda);
   }
   return meta;
 }

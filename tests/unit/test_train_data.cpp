@@ -79,10 +79,10 @@ TEST(TrainData, DocumentOrderIsAFixedPermutationPerEpoch) {
   EXPECT_EQ(seen.size(), 1000u);
   EXPECT_EQ(*seen.begin(), 0);
   EXPECT_EQ(*seen.rbegin(), 999);
-  // Pinned: the order must not change between versions, or resumed runs would see other data.
-  auto small = moin::document_order(5, 0, 0);
-  std::vector<std::int64_t> pinned = small;  // computed once below and compared with itself across epochs
-  EXPECT_EQ(moin::document_order(5, 0, 0), pinned);
+  // Pinned (computed independently, in Python, from the splitmix64 definition): the order must never
+  // change between versions, or resumed runs would see other data.
+  EXPECT_EQ(moin::document_order(8, 0, 0), (std::vector<std::int64_t>{4, 3, 2, 7, 5, 6, 0, 1}));
+  EXPECT_EQ(moin::document_order(8, 5, 2), (std::vector<std::int64_t>{0, 1, 3, 5, 6, 2, 4, 7}));
 }
 
 TEST(TrainData, ShuffledStreamFollowsTheEpochOrder) {
