@@ -4,11 +4,14 @@
 #include "cli.h"
 #include "moin/data/tokenizer.h"
 #include "moin/train/launch.h"
+#include "moin/train/options.h"
 
 namespace moin::cli {
 
 // Each stage's options struct, by the name used in `moin config NAME`.
 static json default_config(const std::string& name) {
+  if (name == "tokenizer") return config::to_json(TokenizerTrainOptions{});
+  if (name == "train") return config::to_json(TrainOptions{});
   if (name == "launch") return config::to_json(LaunchOptions{});
   throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
 }

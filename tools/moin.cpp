@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MOIN_VERSION);
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
-
+  moin::cli::register_train(app);
   moin::cli::register_launch(app);
 
   try {
