@@ -70,5 +70,7 @@ void register_lora(CLI::App& app);
 void register_partition(CLI::App& app);
 void register_embed(CLI::App& app);
 void register_eval_metrics(CLI::App& app);
+void register_train(CLI::App& app);
+void register_launch(CLI::App& app);
 
 }  // namespace moin::cli

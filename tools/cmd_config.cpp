@@ -7,6 +7,8 @@
 #include "moin/model/generate.h"
 #include "moin/model/llama2c.h"
 #include "moin/model/lora.h"
+#include "moin/train/launch.h"
+#include "moin/train/options.h"
 
 namespace moin::cli {
 
@@ -18,6 +20,9 @@ static json default_config(const std::string& name) {
   if (name == "convert") return config::to_json(Llama2cConvertOptions{});
   if (name == "lora") return config::to_json(LoraOptions{});
   throw UserError("config: unknown stage '" + name + "'; known: tokenizer, generate, init-model, convert, lora");
+  if (name == "train") return config::to_json(TrainOptions{});
+  if (name == "launch") return config::to_json(LaunchOptions{});
+  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
 }
 
 void register_config(CLI::App& app) {
@@ -25,6 +30,7 @@ void register_config(CLI::App& app) {
   auto& common = add_common(cmd);
   static std::string stage;
   cmd->add_option("stage", stage, "stage name: tokenizer, generate, init-model, convert, lora")->required();
+  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch")->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   moin::cli::register_partition(app);
   moin::cli::register_embed(app);
   moin::cli::register_eval_metrics(app);
+  moin::cli::register_train(app);
+  moin::cli::register_launch(app);
 
   try {
     app.parse(argc, argv);
