@@ -96,9 +96,10 @@ inline Assignment assign_balanced(const float* x, std::int64_t n, const KMeansRe
                          balanced_capacity(n, km.k, balance_factor), candidates);
 }
 
-// Centroids on disk: a safetensors file with tensor "centroids" F32 [k, d] and metadata
-// {"spherical": "true"|"false", "objective": "..."}. Written atomically.
-void save_centroids(const std::string& path, const KMeansResult& km);
-KMeansResult load_centroids(const std::string& path);
+// Centroids on disk, inside a folder (the partition directory): dir/centroids.npy (NumPy .npy, float32
+// [k, d], np.load reads it) and dir/kmeans.json {"k", "d", "spherical", "objective", "n_train",
+// "iteration_objective"}. Both written atomically.
+void save_kmeans(const std::string& dir, const KMeansResult& km);
+KMeansResult load_kmeans(const std::string& dir);
 
 }  // namespace moin
