@@ -1,0 +1,60 @@
+// Base model + LRU cache of expert adapters (see routed_model.h).
+#include "moin/route/routed_model.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "moin/model/lora.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+
+RoutedModel::RoutedModel(LlamaForCausalLM base, std::vector<std::string> adapter_dirs, int cache_size)
+    : base_(std::move(base)),
+      dirs_(std::move(adapter_dirs)),
+      cache_(static_cast<std::size_t>(std::max(cache_size, 1)), [this](int i) {
+        spdlog::debug("adapter cache: loading {}", dirs_[static_cast<std::size_t>(i)]);
+        return std::make_shared<LoraAdapter>(LoraAdapter::load(dirs_[static_cast<std::size_t>(i)], base_->linears()));
+      }) {
+  require(cache_size >= 1, "the adapter cache needs room for at least one adapter");
+  base_->eval();
+  base_->set_requires_grad(false);
+}
+
+RoutedModel::~RoutedModel() = default;
+
+void RoutedModel::activate(int adapter) {
+  require(adapter >= -1 && adapter < num_adapters(), "no adapter " + std::to_string(adapter));
+  if (adapter == active_) return;
+  auto linears = base_->linears();
+  LoraAdapter::detach(linears);
+  active_ = -1;
+  if (adapter >= 0) {
+    cache_.get(adapter)->attach(linears);
+    active_ = adapter;
+  }
+}
+
+std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k) {
+  std::vector<std::string> out;
+  for (int i = 0; i < k; ++i) {
+    std::string found;
+    for (const std::string& name : {std::to_string(i), "expert_" + std::to_string(i), "expert-" + std::to_string(i),
+                                    "cluster_" + std::to_string(i)}) {
+      auto p = stdfs::path(experts_dir) / name;
+      if (stdfs::exists(p / "adapter_config.json")) {
+        found = p.string();
+        break;
+      }
+    }
+    require(!found.empty(), "experts: no adapter for expert " + std::to_string(i) + " in " + experts_dir + " (" +
+                                (stdfs::path(experts_dir) / std::to_string(i) / "adapter_config.json").string() +
+                                " is missing)");
+    out.push_back(found);
+  }
+  return out;
+}
+
+}  // namespace moin
