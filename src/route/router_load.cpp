@@ -43,6 +43,7 @@ Router Router::load(const std::string& dir, const std::string& tokenizer_path) {
     if (!stdfs::exists(p)) continue;
     auto j = fs::read_json(p);
     if (j.contains("tokenizer") && j["tokenizer"].is_string()) tp = j["tokenizer"].get<std::string>();
+    if (j.contains("tokenizer") && j["tokenizer"].is_object()) tp = j["tokenizer"].value("path", std::string());
     if (!tp.empty() && stdfs::path(tp).is_relative() && !stdfs::exists(tp)) tp = (stdfs::path(dir) / tp).string();
   }
   if (!tp.empty()) tok = std::make_shared<const Tokenizer>(Tokenizer::load(tp));
