@@ -64,5 +64,6 @@ void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
 void register_route(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_partition(CLI::App& app);
 
 }  // namespace moin::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   moin::cli::register_config(app);
   moin::cli::register_route(app);
   moin::cli::register_eval(app);
+  moin::cli::register_partition(app);
 
   try {
     app.parse(argc, argv);
