@@ -65,5 +65,6 @@ void register_config(CLI::App& app);
 void register_route(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_partition(CLI::App& app);
+void register_eval_metrics(CLI::App& app);
 
 }  // namespace moin::cli

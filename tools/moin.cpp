@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   moin::cli::register_route(app);
   moin::cli::register_eval(app);
   moin::cli::register_partition(app);
+  moin::cli::register_eval_metrics(app);
 
   try {
     app.parse(argc, argv);

@@ -3,6 +3,7 @@
 // a multiple of 64 bytes and ending in '\n', then the raw little-endian data.
 #include "moin/core/npy.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -28,6 +29,8 @@ void save_raw(const std::string& path, const std::vector<std::int64_t>& shape, c
   }
   if (shape.size() == 1) dict.resize(dict.size() - 1);  // "(5,)"
   dict += "), }";
+  // numpy leaves room for the first dimension to grow to 21 digits; doing the same gives its exact bytes.
+  if (!shape.empty()) dict += std::string(21 - std::min<std::size_t>(21, std::to_string(shape[0]).size()), ' ');
   std::size_t total = 10 + dict.size() + 1;
   std::size_t pad = (64 - total % 64) % 64;
   dict += std::string(pad, ' ') + "\n";

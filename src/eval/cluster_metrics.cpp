@@ -112,4 +112,22 @@ std::vector<ClusterLabels> top_labels(const Contingency& t, int top) {
   return out;
 }
 
+nlohmann::json cluster_report(const std::vector<std::string>& labels, const std::vector<std::string>& clusters,
+                              int top) {
+  std::vector<std::string> label_names, cluster_names;
+  auto l = encode_labels(labels, &label_names);
+  auto c = encode_labels(clusters, &cluster_names);
+  auto t = contingency(l, c);
+  nlohmann::json out = {{"n", t.total()}, {"n_labels", t.n_labels}, {"n_clusters", t.n_clusters},
+                        {"nmi", nmi(t)},   {"purity", purity(t)}};
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& cl : top_labels(t, top)) {
+    nlohmann::json tops = nlohmann::json::array();
+    for (auto [id, n] : cl.top) tops.push_back({label_names[id], n});
+    list.push_back({{"cluster", cluster_names[cl.cluster]}, {"size", cl.size}, {"top", tops}});
+  }
+  out["clusters"] = list;
+  return out;
+}
+
 }  // namespace moin

@@ -3,6 +3,8 @@
 // with each cluster's most frequent labels. Labels and clusters are non-negative integer ids; string
 // labels are turned into ids with encode_labels().
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -41,5 +43,11 @@ struct ClusterLabels {
   std::vector<std::pair<std::int32_t, std::int64_t>> top;
 };
 std::vector<ClusterLabels> top_labels(const Contingency& t, int top = 3);
+
+// Everything above for string labels and string cluster names, as one JSON object: {"n", "n_labels",
+// "n_clusters", "nmi", "purity", "clusters": [{"cluster", "size", "top": [[label, count], ...]}, ...]}.
+// Used by reports and `moin eval nmi`.
+nlohmann::json cluster_report(const std::vector<std::string>& labels, const std::vector<std::string>& clusters,
+                              int top = 3);
 
 }  // namespace moin
