@@ -8,8 +8,14 @@ namespace moin::cli {
 
 
 void register_eval(CLI::App& app) {
-  auto* ev = app.add_subcommand("eval", "Evaluate perplexity of every system, or the router");
-  ev->require_subcommand(1);
+  // `eval` is shared with the other evaluation commands (eval nmi): whoever registers first creates it.
+  CLI::App* ev = nullptr;
+  try {
+    ev = app.get_subcommand("eval");
+  } catch (const CLI::OptionNotFound&) {
+    ev = app.add_subcommand("eval", "Evaluate: perplexity, routing, cluster quality");
+    ev->require_subcommand(1);
+  }
   {
     auto* cmd = ev->add_subcommand("routing", "Routing accuracy vs prefix length, oracle agreement, purity, speed");
     auto& common = add_common(cmd);

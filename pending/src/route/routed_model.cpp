@@ -58,3 +58,22 @@ std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int
 }
 
 }  // namespace moin
+
+#include "moin/data/tokenizer.h"
+#include "moin/route/router.h"
+
+namespace moin {
+
+std::string generate_routed(RoutedModel& model, const Router& router, const Tokenizer& tokenizer,
+                            const std::string& prompt, const GenerateOptions& opts, int prefix_tokens, int* expert) {
+  auto route = router.route_prefix({prompt}, prefix_tokens).at(0);
+  require(route.expert() < model.num_adapters(), "the router chose expert " + std::to_string(route.expert()) +
+                                                     " but only " + std::to_string(model.num_adapters()) +
+                                                     " adapters are loaded");
+  model.activate(route.expert());
+  if (expert) *expert = route.expert();
+  spdlog::info("generate: routed to expert {} (distance {:.4f})", route.expert(), route.distance());
+  return generate_text(model.model(), tokenizer, prompt, opts);
+}
+
+}  // namespace moin

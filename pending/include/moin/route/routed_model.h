@@ -44,3 +44,14 @@ class RoutedModel {
 std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k);
 
 }  // namespace moin
+
+// Routed generation: the router picks the expert from the prompt (its first `prefix_tokens` tokens, 0 =
+// all of it), that expert is activated, and the prompt is continued. `expert` (optional) receives it.
+#include "moin/model/generate.h"
+namespace moin {
+class Router;
+class Tokenizer;
+std::string generate_routed(RoutedModel& model, const Router& router, const Tokenizer& tokenizer,
+                            const std::string& prompt, const GenerateOptions& opts, int prefix_tokens = 0,
+                            int* expert = nullptr);
+}  // namespace moin
