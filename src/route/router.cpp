@@ -34,7 +34,7 @@ Router& Router::operator=(Router&&) noexcept = default;
 std::vector<Route> Router::search(const float* x, std::int64_t n, int top_k) const {
   top_k = std::clamp(top_k, 1, k_);
   std::vector<float> dist(static_cast<std::size_t>(n) * top_k);
-  std::vector<faiss::idx_t> ids(static_cast<std::size_t>(n) * top_k);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(n) * top_k);  // faiss::idx_t is int64_t
   if (n > 0) index_->search(n, x, top_k, dist.data(), ids.data());
   std::vector<Route> out(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
