@@ -66,5 +66,10 @@ void register_route(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_partition(CLI::App& app);
 void register_eval_metrics(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_init_model(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_lora(CLI::App& app);
 
 }  // namespace moin::cli

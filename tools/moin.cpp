@@ -20,6 +20,11 @@ int main(int argc, char** argv) {
   moin::cli::register_eval(app);
   moin::cli::register_partition(app);
   moin::cli::register_eval_metrics(app);
+  moin::cli::register_convert(app);
+  moin::cli::register_init_model(app);
+  moin::cli::register_generate(app);
+  moin::cli::register_logits(app);
+  moin::cli::register_lora(app);
 
   try {
     app.parse(argc, argv);
