@@ -64,6 +64,8 @@ void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
 void register_route(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_eval_ppl(CLI::App* eval);  // under `eval`, called by register_eval
+void register_run(CLI::App& app);
 void register_partition(CLI::App& app);
 void register_eval_metrics(CLI::App& app);
 void register_convert(CLI::App& app);

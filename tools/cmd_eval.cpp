@@ -6,7 +6,6 @@
 
 namespace moin::cli {
 
-
 void register_eval(CLI::App& app) {
   // `eval` is shared with the other evaluation commands (eval nmi): whoever registers first creates it.
   CLI::App* ev = nullptr;
@@ -16,6 +15,7 @@ void register_eval(CLI::App& app) {
     ev = app.add_subcommand("eval", "Evaluate: perplexity, routing, cluster quality");
     ev->require_subcommand(1);
   }
+  register_eval_ppl(ev);
   {
     auto* cmd = ev->add_subcommand("routing", "Routing accuracy vs prefix length, oracle agreement, purity, speed");
     auto& common = add_common(cmd);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   moin::cli::register_config(app);
   moin::cli::register_route(app);
   moin::cli::register_eval(app);
+  moin::cli::register_run(app);
   moin::cli::register_partition(app);
   moin::cli::register_eval_metrics(app);
   moin::cli::register_convert(app);

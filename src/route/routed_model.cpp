@@ -60,6 +60,7 @@ std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int
 }  // namespace moin
 
 #include "moin/data/tokenizer.h"
+#include "moin/model/checkpoint.h"
 #include "moin/route/router.h"
 
 namespace moin {
@@ -74,6 +75,16 @@ std::string generate_routed(RoutedModel& model, const Router& router, const Toke
   if (expert) *expert = route.expert();
   spdlog::info("generate: routed to expert {} (distance {:.4f})", route.expert(), route.distance());
   return generate_text(model.model(), tokenizer, prompt, opts);
+}
+
+std::string run_generate_routed(const GenerateRunOptions& opts, const std::string& partition_dir,
+                                const std::string& experts_dir, int prefix_tokens) {
+  opts.validate();
+  auto router = Router::load(partition_dir, opts.tokenizer);
+  require(router.tokenizer() != nullptr, "generate: no tokenizer (give --tokenizer, or a partition that names one)");
+  RoutedModel model(load_llama(opts.model, parse_dtype(opts.dtype), parse_device(opts.device)),
+                    expert_adapter_dirs(experts_dir, router.num_experts()), 1);
+  return generate_routed(model, router, *router.tokenizer(), opts.prompt, opts.generation, prefix_tokens);
 }
 
 }  // namespace moin

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "moin/model/generate.h"
 #include "moin/model/llama.h"
 #include "moin/route/lru_cache.h"
 
@@ -43,15 +44,16 @@ class RoutedModel {
 // first expert whose folder is missing (no adapter_config.json).
 std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k);
 
-}  // namespace moin
-
 // Routed generation: the router picks the expert from the prompt (its first `prefix_tokens` tokens, 0 =
 // all of it), that expert is activated, and the prompt is continued. `expert` (optional) receives it.
-#include "moin/model/generate.h"
-namespace moin {
 class Router;
 class Tokenizer;
 std::string generate_routed(RoutedModel& model, const Router& router, const Tokenizer& tokenizer,
                             const std::string& prompt, const GenerateOptions& opts, int prefix_tokens = 0,
                             int* expert = nullptr);
+
+// `moin generate --route PARTITION --experts DIR`: loads the base, tokenizer and router, routes the prompt,
+// generates with that expert. The tokenizer defaults to the partition's.
+std::string run_generate_routed(const GenerateRunOptions& opts, const std::string& partition_dir,
+                                const std::string& experts_dir, int prefix_tokens);
 }  // namespace moin
