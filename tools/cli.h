@@ -62,6 +62,12 @@ template <class T> void save_effective_config(const std::string& dir, const std:
 // Each command file registers itself here; main() calls them in order.
 void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
+void register_route(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_eval_ppl(CLI::App* eval);  // under `eval`, called by register_eval
+void register_run(CLI::App& app);
+void register_partition(CLI::App& app);
+void register_eval_metrics(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_init_model(CLI::App& app);
 void register_generate(CLI::App& app);

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "moin/model/generate.h"
+#include "moin/route/routed_model.h"
 
 namespace moin::cli {
 
@@ -24,6 +25,12 @@ void register_generate(CLI::App& app) {
   auto* o_seed = cmd->add_option("--seed", seed, "sampler seed");
   auto* o_dt = cmd->add_option("--dtype", dtype, "float32, bfloat16 or float16");
   auto* o_dev = cmd->add_option("--device", device, "cpu, cuda, cuda:N or auto");
+  // Routed generation (MoIN): the router picks the expert from the prompt, its adapter is attached.
+  static std::string route, experts;
+  static int route_prefix = 0;
+  cmd->add_option("--route", route, "partition directory: route the prompt to its nearest expert");
+  cmd->add_option("--experts", experts, "with --route: folder of the experts' adapters (EXPERTS/<k>/)");
+  cmd->add_option("--route-prefix-tokens", route_prefix, "with --route: route on the prompt's first P tokens (0 = all)");
   add_reference<GenerateRunOptions>(cmd);
   set_action(cmd, common, [=, &common] {
     json flags;
@@ -37,7 +44,14 @@ void register_generate(CLI::App& app) {
     flag(flags, o_seed, "generation.seed", seed);
     flag(flags, o_dt, "dtype", dtype);
     flag(flags, o_dev, "device", device);
-    std::cout << run_generate(resolve<GenerateRunOptions>(common, flags)) << std::endl;
+    auto opts = resolve<GenerateRunOptions>(common, flags);
+    if (!route.empty()) {
+      require(!experts.empty(), "generate: --route needs --experts");
+      require(opts.adapter.empty(), "generate: --route picks the adapter; do not give --adapter too");
+      std::cout << run_generate_routed(opts, route, experts, route_prefix) << std::endl;
+      return;
+    }
+    std::cout << run_generate(opts) << std::endl;
   });
 }
 

@@ -16,6 +16,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MOIN_VERSION);
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
+  moin::cli::register_route(app);
+  moin::cli::register_eval(app);
+  moin::cli::register_run(app);
+  moin::cli::register_partition(app);
+  moin::cli::register_eval_metrics(app);
   moin::cli::register_convert(app);
   moin::cli::register_init_model(app);
   moin::cli::register_generate(app);

@@ -1,0 +1,152 @@
+// Held-out perplexity of every system in one run: base, continued pre-training, dense LoRA, MoIN
+// (routed), random expert, and oracle (the best expert per document).
+//
+// No leakage: each document is tokenized (BOS + ids, cut at max_tokens); the router sees only the text of
+// the first prefix_tokens ids, and perplexity counts only the tokens after them (the model still reads
+// the prefix as context). Every system is scored on exactly the same tokens, so the figures compare.
+// Perplexity is token-weighted: exp(sum of NLL / number of tokens), overall, per cluster (the routed
+// expert) and per reference label.
+//
+// Work is grouped by adapter: all documents that need expert e are scored while e is attached, so each
+// adapter is loaded once.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "moin/core/error.h"
+#include "moin/eval/scorer.h"
+
+namespace moin {
+
+class Router;
+class Tokenizer;
+
+struct PplOptions {
+  std::string data;                        // held-out JSONL
+  std::string text_field = "text";
+  std::string label_field = "meta.pile_set_name";
+  std::string base;                        // base model folder (HF layout)
+  std::string tokenizer;                   // SentencePiece model (default: the partition's)
+  std::string partition;                   // partition directory (router)
+  std::string experts;                     // folder of expert adapters: experts/<k>/ (PEFT layout)
+  std::string dense;                       // dense LoRA adapter folder (optional)
+  std::string cpt;                         // continued-pre-training model folder (optional)
+  int prefix_tokens = 32;
+  int max_tokens = 256;
+  int min_eval_tokens = 8;
+  std::int64_t max_docs = 0;
+  int batch_size = 8;
+  bool oracle = true;
+  bool random = true;
+  std::uint64_t seed = 1234;
+  int cache_size = 4;
+  std::string device = "auto";
+  std::string dtype = "float32";
+  std::string json;                        // report paths (optional)
+  std::string markdown;
+  bool plots = true;
+
+  template <class V> void visit(V& v) {
+    v("data", data, "held-out documents (JSONL)");
+    v("text_field", text_field, "dotted path of the text in each JSON object");
+    v("label_field", label_field, "dotted path of the reference label (\"\" = none)");
+    v("base", base, "base model folder (config.json + model.safetensors)");
+    v("tokenizer", tokenizer, "SentencePiece model of the base (default: the partition's tokenizer)");
+    v("partition", partition, "partition directory: the router's embedder and centroids");
+    v("experts", experts, "folder holding one adapter per cluster: EXPERTS/<k>/adapter_config.json");
+    v("dense", dense, "dense LoRA adapter folder (trained on the whole corpus); \"\" = not evaluated");
+    v("cpt", cpt, "continued-pre-training model folder; \"\" = not evaluated");
+    v("prefix_tokens", prefix_tokens, "the router sees only the first P tokens; perplexity counts the rest");
+    v("max_tokens", max_tokens, "tokens read per document, BOS included (the model's context)");
+    v("min_eval_tokens", min_eval_tokens, "documents with fewer tokens after the prefix are skipped (counted)");
+    v("max_docs", max_docs, "evaluate at most this many documents (0 = all), the first ones in the file");
+    v("batch_size", batch_size, "sequences per forward pass");
+    v("oracle", oracle, "also score every expert on every document (oracle = best expert per document)");
+    v("random", random, "also score a uniformly random expert per document (seeded)");
+    v("seed", seed, "seed of the random-expert system");
+    v("cache_size", cache_size, "adapters kept on the device at once (LRU)");
+    v("device", device, "cpu, cuda, cuda:N or auto");
+    v("dtype", dtype, "float32, bfloat16 or float16");
+    v("json", json, "write the report as JSON here");
+    v("markdown", markdown, "write the tables as Markdown here");
+    v("plots", plots, "draw PNG plots next to the report with gnuplot (skipped with a warning if absent)");
+  }
+  void validate() const {
+    require(prefix_tokens >= 0, "prefix_tokens must be >= 0");
+    require(max_tokens > prefix_tokens + 1, "max_tokens must exceed prefix_tokens + 1");
+    require(min_eval_tokens >= 1, "min_eval_tokens must be >= 1");
+    require(batch_size > 0, "batch_size must be positive");
+    require(cache_size > 0, "cache_size must be positive");
+    require(max_docs >= 0, "max_docs must be >= 0");
+  }
+};
+
+// One held-out document as evaluated.
+struct EvalDoc {
+  std::int64_t index = 0;  // position in the input file (among readable documents)
+  std::string label;
+  std::vector<int> tokens;  // BOS + ids (cut at max_tokens)
+  int from = 0;             // first scored position: 1 + prefix_tokens
+  std::string prefix_text;  // what the router saw
+  int routed = -1, random = -1, oracle = -1;
+  std::int64_t eval_tokens() const { return static_cast<std::int64_t>(tokens.size()) - from; }
+};
+
+// Token-weighted NLL sums.
+struct PplCell {
+  double nll = 0.0;
+  std::int64_t tokens = 0;
+  std::int64_t docs = 0;
+  double ppl() const;
+  double nll_per_token() const { return tokens ? nll / static_cast<double>(tokens) : 0.0; }
+};
+
+struct PplSystem {
+  std::string name;
+  PplCell overall;
+  std::map<int, PplCell> per_cluster;          // by routed expert
+  std::map<std::string, PplCell> per_label;
+};
+
+struct PplReport {
+  std::vector<PplSystem> systems;
+  std::int64_t docs = 0, skipped_short = 0;
+  int prefix_tokens = 0, num_experts = 0;
+  double seconds = 0.0;
+  std::vector<std::int64_t> index;            // per evaluated document: its position in the input
+  std::vector<int> routed, oracle;
+  std::vector<std::string> labels;
+  nlohmann::json cache_stats;
+  nlohmann::json to_json() const;
+  std::string markdown() const;
+  const PplSystem* find(const std::string& name) const;
+};
+
+// Tokenizes `texts` into EvalDocs (BOS + ids cut at max_tokens; the prefix text is the decoded first
+// prefix_tokens ids); documents with fewer than min_eval_tokens after the prefix are left out and counted.
+std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const std::vector<std::string>& labels,
+                                    const Tokenizer& tokenizer, const PplOptions& opts, std::int64_t* skipped);
+
+// The evaluation proper. `base` scores with adapters 0..K-1 = experts and (when `dense_adapter` >= 0)
+// that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model. The docs'
+// `routed` must be set (by the router, from prefix_text); random and oracle are filled in here.
+PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int num_experts, int dense_adapter,
+                              Scorer* cpt, const PplOptions& opts);
+
+// The whole command: reads opts.data, loads the models, routes, evaluates, writes the reports.
+PplReport run_eval_ppl(const PplOptions& opts);
+
+// JSON text field at a dotted path ("meta.pile_set_name"); "" when absent or not a string.
+std::string json_path_string(const nlohmann::json& j, const std::string& dotted);
+
+// Reads the documents of a JSONL file: texts and labels (label_field may be ""). Lines that are not
+// JSON objects with a string text are skipped (counted in *bad).
+void read_jsonl_docs(const std::string& path, const std::string& text_field, const std::string& label_field,
+                     std::int64_t max_docs, std::vector<std::string>& texts, std::vector<std::string>& labels,
+                     std::int64_t* bad = nullptr);
+
+}  // namespace moin

@@ -1,0 +1,273 @@
+// Held-out perplexity of every system (see perplexity.h).
+#include "moin/eval/perplexity.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include "moin/core/progress.h"
+#include "moin/data/tokenizer.h"
+
+namespace moin {
+
+double PplCell::ppl() const { return tokens ? std::exp(nll / static_cast<double>(tokens)) : 0.0; }
+
+std::string json_path_string(const nlohmann::json& j, const std::string& dotted) {
+  const nlohmann::json* node = &j;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = dotted.find('.', start);
+    std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node->is_object()) return "";
+    auto it = node->find(key);
+    if (it == node->end()) return "";
+    node = &*it;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return node->is_string() ? node->get<std::string>() : "";
+}
+
+void read_jsonl_docs(const std::string& path, const std::string& text_field, const std::string& label_field,
+                     std::int64_t max_docs, std::vector<std::string>& texts, std::vector<std::string>& labels,
+                     std::int64_t* bad) {
+  std::ifstream in(path, std::ios::binary);
+  require(in.good(), "cannot read " + path);
+  std::string line;
+  std::int64_t n_bad = 0;
+  while (std::getline(in, line)) {
+    if (max_docs > 0 && static_cast<std::int64_t>(texts.size()) >= max_docs) break;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    std::string text = j.is_discarded() ? "" : json_path_string(j, text_field);
+    if (text.empty()) {
+      ++n_bad;
+      continue;
+    }
+    texts.push_back(std::move(text));
+    labels.push_back(label_field.empty() ? "" : json_path_string(j, label_field));
+  }
+  if (bad) *bad = n_bad;
+}
+
+std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const std::vector<std::string>& labels,
+                                    const Tokenizer& tokenizer, const PplOptions& opts, std::int64_t* skipped) {
+  std::vector<EvalDoc> docs;
+  std::int64_t n_skipped = 0;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto ids = tokenizer.encode(texts[i]);
+    if (static_cast<int>(ids.size()) > opts.max_tokens - 1) ids.resize(static_cast<std::size_t>(opts.max_tokens - 1));
+    EvalDoc d;
+    d.index = static_cast<std::int64_t>(i);
+    d.label = i < labels.size() ? labels[i] : "";
+    d.from = 1 + opts.prefix_tokens;
+    d.tokens.reserve(ids.size() + 1);
+    d.tokens.push_back(tokenizer.bos_id());
+    d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
+    if (d.eval_tokens() < opts.min_eval_tokens) {
+      ++n_skipped;
+      continue;
+    }
+    // The router's view: only the first P ids, decoded. Nothing after them reaches it.
+    d.prefix_text = tokenizer.decode(std::vector<int>(ids.begin(), ids.begin() + opts.prefix_tokens));
+    docs.push_back(std::move(d));
+  }
+  if (skipped) *skipped = n_skipped;
+  return docs;
+}
+
+namespace {
+
+// NLL of the listed documents under the scorer's current adapter, in batches.
+void score_docs(Scorer& s, const std::vector<EvalDoc>& docs, const std::vector<std::size_t>& which, int batch,
+                std::vector<double>& out, Progress* progress) {
+  for (std::size_t b = 0; b < which.size(); b += static_cast<std::size_t>(batch)) {
+    std::size_t e = std::min(which.size(), b + static_cast<std::size_t>(batch));
+    std::vector<std::vector<int>> seqs;
+    std::vector<int> from;
+    for (std::size_t i = b; i < e; ++i) {
+      seqs.push_back(docs[which[i]].tokens);
+      from.push_back(docs[which[i]].from);
+    }
+    auto nll = s.nll(seqs, from);
+    require(nll.size() == seqs.size(), "scorer returned the wrong number of results");
+    for (std::size_t i = b; i < e; ++i) out[which[i]] = nll[i - b];
+    if (progress) progress->add(static_cast<std::int64_t>(e - b));
+  }
+}
+
+void add(PplSystem& sys, const EvalDoc& d, double nll) {
+  for (PplCell* c : {&sys.overall, &sys.per_cluster[d.routed], &sys.per_label[d.label]}) {
+    c->nll += nll;
+    c->tokens += d.eval_tokens();
+    c->docs += 1;
+  }
+}
+
+}  // namespace
+
+PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, int dense_adapter, Scorer* cpt,
+                              const PplOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
+  require(K > 0, "no experts to evaluate");
+  const std::size_t n = docs.size();
+  require(n > 0, "no documents to evaluate (all shorter than prefix_tokens + min_eval_tokens?)");
+  // Docs sorted by length within each group keep padding small; the order does not change any figure.
+  std::vector<std::size_t> all(n);
+  for (std::size_t i = 0; i < n; ++i) all[i] = i;
+  std::stable_sort(all.begin(), all.end(), [&](std::size_t a, std::size_t b) {
+    return docs[a].tokens.size() < docs[b].tokens.size();
+  });
+  std::mt19937_64 rng(opts.seed);
+  for (auto& d : docs) {
+    require(d.routed >= 0 && d.routed < K, "a document was routed to a nonexistent expert");
+    d.random = static_cast<int>(rng() % static_cast<std::uint64_t>(K));
+  }
+
+  std::int64_t passes = static_cast<std::int64_t>(n) * (1 + (cpt ? 1 : 0) + (dense_adapter >= 0 ? 1 : 0) +
+                                                        (opts.oracle ? K : 1 + (opts.random ? 1 : 0)));
+  Progress progress("eval ppl", passes, "docs");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> nll_base(n, nan), nll_cpt(n, nan), nll_dense(n, nan);
+  std::vector<std::vector<double>> nll_exp(static_cast<std::size_t>(K), std::vector<double>(n, nan));
+
+  base.use(-1);
+  score_docs(base, docs, all, opts.batch_size, nll_base, &progress);
+  for (int e = 0; e < K; ++e) {
+    std::vector<std::size_t> need;
+    for (std::size_t i : all)
+      if (opts.oracle || docs[i].routed == e || (opts.random && docs[i].random == e)) need.push_back(i);
+    if (need.empty()) continue;
+    base.use(e);
+    score_docs(base, docs, need, opts.batch_size, nll_exp[static_cast<std::size_t>(e)], &progress);
+  }
+  if (dense_adapter >= 0) {
+    base.use(dense_adapter);
+    score_docs(base, docs, all, opts.batch_size, nll_dense, &progress);
+  }
+  base.use(-1);
+  if (cpt) {
+    cpt->use(-1);
+    score_docs(*cpt, docs, all, opts.batch_size, nll_cpt, &progress);
+  }
+  progress.finish();
+
+  PplReport r;
+  r.docs = static_cast<std::int64_t>(n);
+  r.prefix_tokens = opts.prefix_tokens;
+  r.num_experts = K;
+  PplSystem s_base{"base"}, s_cpt{"continued pre-training"}, s_dense{"dense LoRA"}, s_moin{"MoIN (routed)"},
+      s_random{"random expert"}, s_oracle{"oracle expert"};
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& d = docs[i];
+    if (opts.oracle) {
+      int best = 0;
+      for (int e = 1; e < K; ++e)
+        if (nll_exp[e][i] < nll_exp[best][i]) best = e;
+      d.oracle = best;
+      add(s_oracle, d, nll_exp[best][i]);
+    }
+    add(s_base, d, nll_base[i]);
+    if (cpt) add(s_cpt, d, nll_cpt[i]);
+    if (dense_adapter >= 0) add(s_dense, d, nll_dense[i]);
+    add(s_moin, d, nll_exp[d.routed][i]);
+    if (opts.random) add(s_random, d, nll_exp[d.random][i]);
+    r.index.push_back(d.index);
+    r.routed.push_back(d.routed);
+    r.oracle.push_back(d.oracle);
+    r.labels.push_back(d.label);
+  }
+  r.systems.push_back(s_base);
+  if (cpt) r.systems.push_back(s_cpt);
+  if (dense_adapter >= 0) r.systems.push_back(s_dense);
+  r.systems.push_back(s_moin);
+  if (opts.random) r.systems.push_back(s_random);
+  if (opts.oracle) r.systems.push_back(s_oracle);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+const PplSystem* PplReport::find(const std::string& name) const {
+  for (const auto& s : systems)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+namespace {
+nlohmann::json cell_json(const PplCell& c) {
+  return {{"ppl", c.ppl()}, {"nll_per_token", c.nll_per_token()}, {"tokens", c.tokens}, {"docs", c.docs}};
+}
+std::string fmt(double v, int prec = 2) {
+  std::ostringstream ss;
+  ss.setf(std::ios::fixed);
+  ss.precision(prec);
+  ss << v;
+  return ss.str();
+}
+}  // namespace
+
+nlohmann::json PplReport::to_json() const {
+  nlohmann::json j;
+  j["docs"] = docs;
+  j["skipped_short"] = skipped_short;
+  j["prefix_tokens"] = prefix_tokens;
+  j["num_experts"] = num_experts;
+  j["seconds"] = seconds;
+  j["systems"] = nlohmann::json::array();
+  for (const auto& s : systems) {
+    nlohmann::json js = cell_json(s.overall);
+    js["name"] = s.name;
+    for (const auto& [k, c] : s.per_cluster) js["per_cluster"][std::to_string(k)] = cell_json(c);
+    for (const auto& [k, c] : s.per_label) js["per_label"][k.empty() ? "(none)" : k] = cell_json(c);
+    j["systems"].push_back(js);
+  }
+  j["documents"] = {{"index", index}, {"routed", routed}, {"oracle", oracle}, {"label", labels}};
+  if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
+  return j;
+}
+
+std::string PplReport::markdown() const {
+  std::ostringstream o;
+  const PplSystem* b = find("base");
+  o << "Held-out perplexity (" << docs << " documents, the router reads the first " << prefix_tokens
+    << " tokens, perplexity on the rest; " << num_experts << " experts; token-weighted)\n\n";
+  o << "| system | tokens | NLL/token | perplexity | vs base |\n| --- | ---: | ---: | ---: | ---: |\n";
+  for (const auto& s : systems) {
+    double rel = b && b->overall.ppl() > 0 ? 100.0 * (s.overall.ppl() / b->overall.ppl() - 1.0) : 0.0;
+    o << "| " << s.name << " | " << s.overall.tokens << " | " << fmt(s.overall.nll_per_token(), 4) << " | "
+      << fmt(s.overall.ppl()) << " | " << (s.name == "base" ? std::string("") : (rel >= 0 ? "+" : "") + fmt(rel, 1) + "%")
+      << " |\n";
+  }
+  auto table = [&](const char* what, auto key_of, const auto& keys) {
+    o << "\nPerplexity per " << what << "\n\n| " << what << " | docs | tokens |";
+    for (const auto& s : systems) o << " " << s.name << " |";
+    o << "\n| --- | ---: | ---: |";
+    for (std::size_t i = 0; i < systems.size(); ++i) o << " ---: |";
+    o << "\n";
+    for (const auto& k : keys) {
+      const PplCell& first = key_of(systems[0], k);
+      o << "| " << k << " | " << first.docs << " | " << first.tokens << " |";
+      for (const auto& s : systems) o << " " << fmt(key_of(s, k).ppl()) << " |";
+      o << "\n";
+    }
+  };
+  if (!systems.empty()) {
+    std::vector<int> clusters;
+    for (const auto& [k, c] : systems[0].per_cluster) clusters.push_back(k);
+    table("cluster", [](const PplSystem& s, int k) -> const PplCell& { return s.per_cluster.at(k); }, clusters);
+    std::vector<std::string> labs;
+    for (const auto& [k, c] : systems[0].per_label) labs.push_back(k);
+    if (!(labs.size() == 1 && labs[0].empty()))
+      table("label", [](const PplSystem& s, const std::string& k) -> const PplCell& { return s.per_label.at(k); },
+            labs);
+  }
+  return o.str();
+}
+
+}  // namespace moin

@@ -1,0 +1,107 @@
+// gnuplot-driven PNG plots (see plot.h).
+#include "moin/eval/plot.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "moin/core/fs.h"
+#include "moin/core/process.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+
+std::string find_gnuplot() {
+  if (const char* env = std::getenv("MOIN_GNUPLOT")) return ::access(env, X_OK) == 0 ? env : "";
+  const char* path = std::getenv("PATH");
+  std::istringstream ss(path ? path : "/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    auto p = stdfs::path(dir.empty() ? "." : dir) / "gnuplot";
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return "";
+}
+
+namespace {
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+bool run_script(const std::string& png, const std::string& script) {
+  static bool warned = false;
+  std::string gp = find_gnuplot();
+  if (gp.empty()) {
+    if (!warned) spdlog::warn("gnuplot not found (apt-get install gnuplot-nox): plots skipped");
+    warned = true;
+    return false;
+  }
+  std::string script_path = stdfs::path(png).replace_extension(".gp").string();
+  fs::write_atomic(script_path, script);
+  auto r = run_process({gp, script_path}, true);
+  if (r.exit_code != 0 || !stdfs::exists(png)) {
+    spdlog::warn("gnuplot failed on {} (exit {}): {}", script_path, r.exit_code, r.output.substr(0, 500));
+    return false;
+  }
+  return true;
+}
+
+std::string header(const std::string& png, const std::string& title) {
+  return "set terminal pngcairo size 900,540 noenhanced font 'Sans,10'\n"
+         "set output " + quote(png) + "\nset title " + quote(title) + "\nset grid ytics\nset key outside right\n";
+}
+
+}  // namespace
+
+bool plot_bars(const std::string& png, const std::string& title, const std::string& ylabel,
+               const std::vector<std::pair<std::string, double>>& bars) {
+  std::string data = stdfs::path(png).replace_extension(".dat").string();
+  std::ostringstream d;
+  for (const auto& [name, v] : bars) d << quote(name) << " " << v << "\n";
+  fs::write_atomic(data, d.str());
+  std::ostringstream s;
+  s << header(png, title) << "set ylabel " << quote(ylabel) << "\nset style fill solid 0.7 border -1\n"
+    << "set boxwidth 0.6\nset xtics rotate by -30\nset yrange [0:*]\nunset key\n"
+    << "plot " << quote(data) << " using 0:2:xtic(1) with boxes lc rgb '#4477aa', '' using 0:2:(sprintf('%.2f', $2)) "
+    << "with labels offset 0,1 notitle\n";
+  return run_script(png, s.str());
+}
+
+bool plot_lines(const std::string& png, const std::string& title, const std::string& xlabel,
+                const std::string& ylabel, const std::vector<double>& x,
+                const std::vector<std::pair<std::string, std::vector<double>>>& series, bool log_x) {
+  std::string data = stdfs::path(png).replace_extension(".dat").string();
+  std::ostringstream d;
+  d << "# x";
+  for (const auto& s : series) d << " " << quote(s.first);
+  d << "\n";
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    d << x[i];
+    for (const auto& s : series) d << " " << (i < s.second.size() ? s.second[i] : 0.0);
+    d << "\n";
+  }
+  fs::write_atomic(data, d.str());
+  std::ostringstream s;
+  s << header(png, title) << "set xlabel " << quote(xlabel) << "\nset ylabel " << quote(ylabel) << "\n";
+  if (log_x) s << "set logscale x 2\n";
+  s << "set xtics (";
+  for (std::size_t i = 0; i < x.size(); ++i) s << (i ? ", " : "") << x[i];
+  s << ")\nplot ";
+  for (std::size_t i = 0; i < series.size(); ++i)
+    s << (i ? ", " : "") << quote(data) << " using 1:" << (i + 2) << " with linespoints lw 2 title "
+      << quote(series[i].first);
+  s << "\n";
+  return run_script(png, s.str());
+}
+
+}  // namespace moin

@@ -1,0 +1,85 @@
+// `moin eval ppl`: reads the held-out data, routes each document by its prefix, scores every system on
+// the rest, writes the reports and the plot (see perplexity.h).
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "moin/core/fs.h"
+#include "moin/data/tokenizer.h"
+#include "moin/eval/llama_scorer.h"
+#include "moin/eval/perplexity.h"
+#include "moin/eval/plot.h"
+#include "moin/model/checkpoint.h"
+#include "moin/route/routed_model.h"
+#include "moin/route/router.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+
+PplReport run_eval_ppl(const PplOptions& opts) {
+  require(!opts.data.empty(), "eval ppl: no --data");
+  require(!opts.base.empty(), "eval ppl: no --base model");
+  require(!opts.partition.empty(), "eval ppl: no --partition");
+  require(!opts.experts.empty(), "eval ppl: no --experts folder");
+  require(opts.prefix_tokens > 0, "eval ppl: prefix_tokens must be positive (the router reads the prefix only)");
+
+  auto router = Router::load(opts.partition, opts.tokenizer);
+  require(router.tokenizer() != nullptr,
+          "eval ppl: no tokenizer (give --tokenizer, or a partition whose manifest names one)");
+  const Tokenizer& tok = *router.tokenizer();
+  const int K = router.num_experts();
+
+  std::vector<std::string> texts, labels;
+  read_jsonl_docs(opts.data, opts.text_field, opts.label_field, opts.max_docs, texts, labels);
+  std::int64_t skipped = 0;
+  auto docs = make_eval_docs(texts, labels, tok, opts, &skipped);
+  spdlog::info("eval ppl: {} documents ({} too short for a {}-token prefix + {} scored tokens), {} experts",
+               docs.size(), skipped, opts.prefix_tokens, opts.min_eval_tokens, K);
+
+  // The router sees only each document's prefix text.
+  std::vector<std::string> prefixes;
+  for (const auto& d : docs) prefixes.push_back(d.prefix_text);
+  auto routes = router.route(prefixes);
+  for (std::size_t i = 0; i < docs.size(); ++i) docs[i].routed = routes[i].expert();
+
+  auto dtype = parse_dtype(opts.dtype);
+  auto device = parse_device(opts.device);
+  auto dirs = expert_adapter_dirs(opts.experts, K);
+  int dense_index = -1;
+  if (!opts.dense.empty()) {
+    require(stdfs::exists(stdfs::path(opts.dense) / "adapter_config.json"),
+            "eval ppl: " + opts.dense + " holds no adapter (adapter_config.json)");
+    dense_index = static_cast<int>(dirs.size());
+    dirs.push_back(opts.dense);
+  }
+  RoutedModel base(load_llama(opts.base, dtype, device), dirs, opts.cache_size);
+  LlamaScorer base_scorer(base);
+  std::unique_ptr<RoutedModel> cpt_model;
+  std::unique_ptr<LlamaScorer> cpt_scorer;
+  if (!opts.cpt.empty()) {
+    cpt_model = std::make_unique<RoutedModel>(load_llama(opts.cpt, dtype, device), std::vector<std::string>{}, 1);
+    cpt_scorer = std::make_unique<LlamaScorer>(*cpt_model);
+  }
+
+  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts);
+  r.skipped_short = skipped;
+  const auto& cs = base.cache_stats();
+  r.cache_stats = {{"capacity", opts.cache_size}, {"hits", cs.hits}, {"misses", cs.misses},
+                   {"evictions", cs.evictions}, {"load_seconds", cs.load_seconds}};
+
+  if (!opts.json.empty()) fs::write_json_atomic(opts.json, r.to_json());
+  if (!opts.markdown.empty()) fs::write_atomic(opts.markdown, r.markdown());
+  if (opts.plots) {
+    std::string dir = !opts.json.empty() ? stdfs::path(opts.json).parent_path().string()
+                                         : (!opts.markdown.empty() ? stdfs::path(opts.markdown).parent_path().string() : "");
+    if (dir.empty()) dir = ".";
+    std::vector<std::pair<std::string, double>> bars;
+    for (const auto& s : r.systems) bars.emplace_back(s.name, s.overall.ppl());
+    plot_bars((stdfs::path(dir) / "perplexity.png").string(), "Held-out perplexity per system", "perplexity", bars);
+  }
+  return r;
+}
+
+}  // namespace moin

@@ -1,0 +1,71 @@
+// `moin eval routing`: reads the data, loads the partition's router, evaluates, writes reports and plots.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "moin/core/fs.h"
+#include "moin/eval/perplexity.h"
+#include "moin/eval/plot.h"
+#include "moin/eval/routing_eval.h"
+#include "moin/route/router.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+
+RoutingReport run_eval_routing(const RoutingEvalOptions& opts) {
+  require(!opts.data.empty(), "eval routing: no --data");
+  require(!opts.partition.empty(), "eval routing: no --partition");
+  std::vector<std::string> texts, labels;
+  read_jsonl_docs(opts.data, opts.text_field, opts.label_field, opts.max_docs, texts, labels);
+  auto router = Router::load(opts.partition, opts.tokenizer);
+  spdlog::info("eval routing: {} documents, {} experts", texts.size(), router.num_experts());
+  auto r = evaluate_routing(router, texts, labels, opts);
+
+  if (!opts.ppl_json.empty()) {
+    auto pj = fs::read_json(opts.ppl_json);
+    const auto& docs = pj.at("documents");
+    auto index = docs.at("index").get<std::vector<std::int64_t>>();
+    auto routed = docs.at("routed").get<std::vector<int>>();
+    auto oracle = docs.at("oracle").get<std::vector<int>>();
+    std::vector<std::string> full_texts;
+    std::vector<std::size_t> keep;
+    for (std::size_t i = 0; i < index.size(); ++i)
+      if (oracle[i] >= 0 && index[i] < static_cast<std::int64_t>(texts.size())) {
+        keep.push_back(i);
+        full_texts.push_back(texts[static_cast<std::size_t>(index[i])]);
+      }
+    require(!keep.empty(), opts.ppl_json + " holds no oracle experts (run eval ppl with oracle on, on the same data)");
+    auto full = router.route(full_texts, 1, opts.batch_size);
+    std::int64_t same_prefix = 0, same_full = 0;
+    for (std::size_t j = 0; j < keep.size(); ++j) {
+      same_prefix += routed[keep[j]] == oracle[keep[j]];
+      same_full += full[j].expert() == oracle[keep[j]];
+    }
+    r.oracle_docs = static_cast<std::int64_t>(keep.size());
+    r.oracle_prefix_tokens = pj.value("prefix_tokens", 0);
+    r.oracle_agreement_prefix = static_cast<double>(same_prefix) / static_cast<double>(keep.size());
+    r.oracle_agreement_full = static_cast<double>(same_full) / static_cast<double>(keep.size());
+    r.oracle_chance = 1.0 / router.num_experts();
+  }
+
+  if (!opts.json.empty()) fs::write_json_atomic(opts.json, r.to_json());
+  if (!opts.markdown.empty()) fs::write_atomic(opts.markdown, r.markdown());
+  if (opts.plots) {
+    std::string dir = !opts.json.empty() ? stdfs::path(opts.json).parent_path().string()
+                                         : (!opts.markdown.empty() ? stdfs::path(opts.markdown).parent_path().string() : "");
+    if (dir.empty()) dir = ".";
+    std::vector<double> x(r.prefix_tokens.begin(), r.prefix_tokens.end());
+    std::vector<double> y;
+    for (double a : r.agreement) y.push_back(100.0 * a);
+    plot_lines((stdfs::path(dir) / "routing_vs_prefix.png").string(), "Prefix routing vs full-document routing",
+               "prefix length (tokens)", "agreement (%)", x, {{"agreement with full-document routing", y}}, true);
+    std::vector<std::pair<std::string, double>> bars;
+    for (std::size_t i = 0; i < r.cluster_sizes.size(); ++i)
+      bars.emplace_back(std::to_string(i), static_cast<double>(r.cluster_sizes[i]));
+    plot_bars((stdfs::path(dir) / "cluster_sizes.png").string(), "Documents per expert (routed)", "documents", bars);
+  }
+  return r;
+}
+
+}  // namespace moin

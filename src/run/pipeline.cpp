@@ -1,0 +1,316 @@
+// The one-config pipeline (see pipeline.h).
+#include "moin/run/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "moin/core/config.h"
+#include "moin/core/fs.h"
+#include "moin/core/process.h"
+#include "moin/data/tokenizer.h"
+#include "moin/eval/perplexity.h"
+#include "moin/eval/routing_eval.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+using json = nlohmann::json;
+
+const std::vector<std::string>& run_config_sections() {
+  static const std::vector<std::string> s = {"partition", "model",    "pretrain", "expert",      "dense_lora",
+                                             "cpt_train", "launch",   "eval_ppl", "eval_routing"};
+  return s;
+}
+
+RunOptions parse_run_config(const json& config, json* sections) {
+  require(config.is_object(), "run: the config must be a JSON object");
+  json top = json::object(), sec = json::object();
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    bool is_section = false;
+    for (const auto& s : run_config_sections()) is_section = is_section || s == it.key();
+    if (is_section) {
+      require(it.value().is_object(), "run: section \"" + it.key() + "\" must be an object");
+      sec[it.key()] = it.value();
+    } else {
+      top[it.key()] = it.value();
+    }
+  }
+  RunOptions o;
+  config::read_into(o, top);
+  config::validate(o);
+  if (sections) *sections = sec;
+  return o;
+}
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Ctx {
+  RunOptions o;
+  json sec;
+  stdfs::path run;
+  std::string moin;
+  json stages = json::array();
+  stdfs::path marker(const std::string& stage) const { return run / "stages" / (stage + ".done"); }
+  json section(const std::string& name) const { return sec.contains(name) ? sec[name] : json::object(); }
+  std::string path(const std::string& rel) const { return (run / rel).string(); }
+};
+
+// Runs one stage unless its marker exists; records its wall time.
+void stage(Ctx& c, const std::string& name, const std::function<json()>& body) {
+  if (stdfs::exists(c.marker(name))) {
+    auto m = fs::read_json(c.marker(name));
+    spdlog::info("run: stage {} already done ({:.1f} s), skipped", name, m.value("seconds", 0.0));
+    m["skipped"] = true;
+    c.stages.push_back(m);
+    return;
+  }
+  spdlog::info("run: stage {} ...", name);
+  auto t0 = std::chrono::steady_clock::now();
+  json extra = body();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json m = {{"stage", name}, {"seconds", s}, {"finished", static_cast<std::int64_t>(std::time(nullptr))}};
+  if (extra.is_object()) m["result"] = extra;
+  fs::write_json_atomic(c.marker(name), m);
+  spdlog::info("run: stage {} done in {:.1f} s", name, s);
+  c.stages.push_back(m);
+}
+
+// A stage command: `moin ARGS`, its output shown and appended to RUN/logs/<stage>.log.
+void child(Ctx& c, const std::string& stage_name, const std::vector<std::string>& args) {
+  std::string log = c.path("logs/" + stage_name + ".log");
+  std::string cmd = "set -o pipefail; " + shell_quote(c.moin);
+  for (const auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " 2>&1 | tee -a " + shell_quote(log);
+  spdlog::info("run: {}", cmd.substr(16));
+  auto r = run_process({"/bin/bash", "-c", cmd}, false);
+  if (r.exit_code != 0)
+    throw std::runtime_error("stage " + stage_name + " failed (exit " + std::to_string(r.exit_code) + "); see " + log);
+}
+
+std::string write_config(Ctx& c, const std::string& name, const json& j) {
+  std::string p = c.path("configs/" + name + ".json");
+  fs::write_json_atomic(p, j);
+  return p;
+}
+
+// The model folder a full-mode training run leaves in `dir` (dir itself, or dir/model).
+std::string model_dir_in(const std::string& dir) {
+  for (const auto& p : {stdfs::path(dir), stdfs::path(dir) / "model", stdfs::path(dir) / "final"})
+    if (stdfs::exists(p / "config.json") &&
+        (stdfs::exists(p / "model.safetensors") || stdfs::exists(p / "model.safetensors.index.json")))
+      return p.string();
+  throw UserError("no model (config.json + model.safetensors) in " + dir);
+}
+
+// The adapter folder a LoRA training run leaves in `dir` (dir itself, or dir/adapter).
+std::string adapter_dir_in(const std::string& dir) {
+  for (const auto& p : {stdfs::path(dir), stdfs::path(dir) / "adapter", stdfs::path(dir) / "final"})
+    if (stdfs::exists(p / "adapter_config.json")) return p.string();
+  throw UserError("no adapter (adapter_config.json) in " + dir);
+}
+
+std::string tokenizer_path(const Ctx& c) {
+  return c.o.tokenizer.empty() ? c.path("tokenizer/tok.model") : c.o.tokenizer;
+}
+
+void stage_tokenizer(Ctx& c) {
+  if (!c.o.tokenizer.empty()) return;
+  fs::ensure_dir(c.path("tokenizer"));
+  std::vector<std::string> texts, labels;
+  read_jsonl_docs(c.o.train_data, c.o.text_field, "", c.o.tokenizer_docs, texts, labels);
+  require(!texts.empty(), "run: no documents in " + c.o.train_data);
+  std::string lines = c.path("tokenizer/train.txt");
+  {
+    std::ofstream out(lines, std::ios::binary);
+    for (auto& t : texts) {
+      for (char& ch : t)
+        if (ch == '\n' || ch == '\r') ch = ' ';
+      out << t << "\n";
+    }
+  }
+  TokenizerTrainOptions to;
+  to.input = {lines};
+  to.model_prefix = c.path("tokenizer/tok");
+  to.vocab_size = c.o.vocab_size;
+  to.max_sentence_length = 1 << 16;
+  train_tokenizer(to);
+  stdfs::remove(lines);
+}
+
+}  // namespace
+
+json run_pipeline(const RunOptions& opts, const json& sections) {
+  auto t0 = std::chrono::steady_clock::now();
+  Ctx c;
+  c.o = opts;
+  c.sec = sections;
+  c.run = stdfs::absolute(opts.output);
+  c.moin = opts.moin.empty() ? (stdfs::path(executable_dir()) / "moin").string() : opts.moin;
+  for (const char* d : {"", "stages", "configs", "logs", "report"}) fs::ensure_dir(c.path(d));
+  fs::write_json_atomic(c.path("run.config.json"), [&] {
+    json j = config::to_json(opts);
+    for (auto it = sections.begin(); it != sections.end(); ++it) j[it.key()] = it.value();
+    return j;
+  }());
+  const std::string train = stdfs::absolute(opts.train_data).string();
+  const std::string valid = stdfs::absolute(opts.valid_data).string();
+
+  stage(c, "tokenizer", [&] {
+    stage_tokenizer(c);
+    return json{{"tokenizer", tokenizer_path(c)}};
+  });
+  const std::string tok = stdfs::absolute(tokenizer_path(c)).string();
+  const int vocab = Tokenizer::load(tok).vocab_size();
+
+  stage(c, "partition", [&] {
+    json p = c.section("partition");
+    p["corpus"]["inputs"] = json::array({train});
+    p["corpus"]["text_field"] = opts.text_field;
+    p["corpus"]["label_field"] = opts.label_field;
+    p["tokenizer"] = tok;
+    p["output"] = c.path("partition");
+    child(c, "partition", {"partition", "--config", write_config(c, "partition", p)});
+    return json::object();
+  });
+  const std::string partition = c.path("partition");
+
+  std::string base = opts.base.empty() ? "" : stdfs::absolute(opts.base).string();
+  stage(c, "base", [&] {
+    if (!base.empty()) return json{{"base", base}, {"pretrained", false}};
+    json m = c.section("model");
+    m["vocab_size"] = vocab;
+    m["bos_token_id"] = 1;
+    m["eos_token_id"] = 2;
+    m["architectures"] = json::array({"LlamaForCausalLM"});
+    m["model_type"] = "llama";
+    fs::ensure_dir(c.path("configs/base-model"));
+    fs::write_json_atomic(c.path("configs/base-model/config.json"), m);
+    json t = c.section("pretrain");
+    t["mode"] = "full";
+    t["partition"] = partition;
+    t["model_config"] = c.path("configs/base-model/config.json");
+    t["output"] = c.path("base");
+    t["device"] = opts.device;
+    child(c, "base", {"train", "--config", write_config(c, "pretrain", t), "--resume"});
+    return json{{"base", model_dir_in(c.path("base"))}, {"pretrained", true}};
+  });
+  if (base.empty()) base = model_dir_in(c.path("base"));
+
+  stage(c, "experts", [&] {
+    json t = c.section("expert");
+    t["mode"] = "expert";
+    t["partition"] = partition;
+    t["base"] = base;
+    t["device"] = opts.device;
+    json l = c.section("launch");
+    l["partition"] = partition;
+    l["config"] = write_config(c, "expert", t);
+    l["output"] = c.path("experts");
+    l["jobs"] = opts.jobs;
+    l["moin"] = c.moin;
+    child(c, "experts", {"launch", "--config", write_config(c, "launch", l)});
+    return json::object();
+  });
+
+  if (opts.dense)
+    stage(c, "dense", [&] {
+      json t = c.section("dense_lora");
+      if (t.empty()) t = c.section("expert");
+      t["mode"] = "dense-lora";
+      t["partition"] = partition;
+      t["cluster"] = -1;
+      t["base"] = base;
+      t["output"] = c.path("dense");
+      t["device"] = opts.device;
+      child(c, "dense", {"train", "--config", write_config(c, "dense_lora", t), "--resume"});
+      return json::object();
+    });
+  if (opts.cpt)
+    stage(c, "cpt", [&] {
+      json t = c.section("cpt_train");
+      t["mode"] = "full";
+      t["partition"] = partition;
+      t["base"] = base;
+      t["output"] = c.path("cpt");
+      t["device"] = opts.device;
+      child(c, "cpt", {"train", "--config", write_config(c, "cpt_train", t), "--resume"});
+      return json::object();
+    });
+
+  const std::string report = c.path("report");
+  stage(c, "eval_ppl", [&] {
+    PplOptions p;
+    config::read_into(p, c.section("eval_ppl"));
+    p.data = valid;
+    p.text_field = opts.text_field;
+    p.label_field = opts.label_field;
+    p.base = base;
+    p.tokenizer = tok;
+    p.partition = partition;
+    p.experts = c.path("experts");
+    p.dense = opts.dense ? adapter_dir_in(c.path("dense")) : "";
+    p.cpt = opts.cpt ? model_dir_in(c.path("cpt")) : "";
+    p.device = opts.device;
+    p.json = report + "/ppl.json";
+    p.markdown = report + "/ppl.md";
+    config::validate(p);
+    fs::write_json_atomic(c.path("configs/eval_ppl.json"), config::to_json(p));
+    run_eval_ppl(p);
+    return json::object();
+  });
+  stage(c, "eval_routing", [&] {
+    RoutingEvalOptions r;
+    config::read_into(r, c.section("eval_routing"));
+    r.data = valid;
+    r.text_field = opts.text_field;
+    r.label_field = opts.label_field;
+    r.partition = partition;
+    r.tokenizer = tok;
+    r.ppl_json = report + "/ppl.json";
+    r.json = report + "/routing.json";
+    r.markdown = report + "/routing.md";
+    config::validate(r);
+    fs::write_json_atomic(c.path("configs/eval_routing.json"), config::to_json(r));
+    run_eval_routing(r);
+    return json::object();
+  });
+
+  // The report is rebuilt on every run (cheap), from the stage results on disk.
+  double total = 0;
+  for (const auto& s : c.stages) total += s.value("seconds", 0.0);
+  json rep;
+  rep["run"] = c.run.string();
+  rep["stages"] = c.stages;
+  rep["stage_seconds_total"] = total;
+  rep["this_invocation_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rep["perplexity"] = fs::read_json(report + "/ppl.json");
+  rep["routing"] = fs::read_json(report + "/routing.json");
+  if (stdfs::exists(c.path("partition/manifest.json"))) rep["partition"] = fs::read_json(c.path("partition/manifest.json"));
+
+  std::ostringstream md;
+  md << "# MoIN run report\n\nRun directory: `" << c.run.string() << "`; config: `run.config.json`.\n\n";
+  md << "## Stages\n\n| stage | wall time (s) | this invocation |\n| --- | ---: | --- |\n";
+  for (const auto& s : c.stages)
+    md << "| " << s.value("stage", "") << " | " << fmt::format("{:.1f}", s.value("seconds", 0.0)) << " | "
+       << (s.value("skipped", false) ? "skipped (done before)" : "ran") << " |\n";
+  md << "| total | " << fmt::format("{:.1f}", total) << " | |\n\n";
+  md << "## Perplexity\n\n" << fs::read_text(report + "/ppl.md") << "\n![perplexity](perplexity.png)\n\n";
+  md << "## Routing\n\n" << fs::read_text(report + "/routing.md")
+     << "\n![routing vs prefix](routing_vs_prefix.png)\n![cluster sizes](cluster_sizes.png)\n";
+  fs::write_json_atomic(report + "/report.json", rep);
+  fs::write_atomic(report + "/report.md", md.str());
+  return rep;
+}
+
+}  // namespace moin

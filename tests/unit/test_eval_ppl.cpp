@@ -1,0 +1,173 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "moin/data/tokenizer.h"
+#include "moin/eval/perplexity.h"
+#include "test_util.h"
+
+namespace {
+
+using moin::test::TempDir;
+
+// A reference "model": the NLL of token x under adapter a is cost(a, x); it records what it is asked.
+struct TableScorer : moin::Scorer {
+  int adapters;
+  int current = -1;
+  std::vector<int> use_calls;
+  std::vector<int> seen_from;
+  explicit TableScorer(int n) : adapters(n) {}
+  static double cost(int a, int x) { return 1.0 + 0.25 * std::abs((a + 1) - x % 7); }
+  void use(int a) override {
+    current = a;
+    use_calls.push_back(a);
+  }
+  std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from) override {
+    std::vector<double> out;
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      seen_from.push_back(from[i]);
+      double s = 0;
+      for (std::size_t t = static_cast<std::size_t>(from[i]); t < seqs[i].size(); ++t) s += cost(current, seqs[i][t]);
+      out.push_back(s);
+    }
+    return out;
+  }
+  int num_adapters() const override { return adapters; }
+};
+
+std::vector<moin::EvalDoc> random_docs(int n, int K, int P, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<moin::EvalDoc> docs(n);
+  for (int i = 0; i < n; ++i) {
+    auto& d = docs[i];
+    d.tokens.push_back(1);
+    int len = 1 + P + 3 + static_cast<int>(rng() % 20);
+    while (static_cast<int>(d.tokens.size()) < len) d.tokens.push_back(4 + static_cast<int>(rng() % 50));
+    d.from = 1 + P;
+    d.routed = static_cast<int>(rng() % K);
+    d.label = (i % 3 == 0) ? "a" : "b";
+  }
+  return docs;
+}
+
+double doc_nll(const moin::EvalDoc& d, int a) {
+  double s = 0;
+  for (std::size_t t = static_cast<std::size_t>(d.from); t < d.tokens.size(); ++t) s += TableScorer::cost(a, d.tokens[t]);
+  return s;
+}
+
+TEST(EvalPpl, EverySystemMatchesABruteForceReference) {
+  const int K = 4, P = 5;
+  auto docs = random_docs(41, K, P, 3);
+  TableScorer base(K + 1), cpt(0);
+  moin::PplOptions opts;
+  opts.prefix_tokens = P;
+  opts.batch_size = 3;
+  auto r = moin::evaluate_perplexity(docs, base, K, /*dense_adapter=*/K, &cpt, opts);
+
+  // Independent sums, system by system.
+  double b = 0, dense = 0, moin_nll = 0, rnd = 0, orc = 0;
+  std::int64_t tokens = 0;
+  for (const auto& d : docs) {
+    tokens += static_cast<std::int64_t>(d.tokens.size()) - d.from;
+    b += doc_nll(d, -1);
+    dense += doc_nll(d, K);
+    moin_nll += doc_nll(d, d.routed);
+    ASSERT_GE(d.random, 0);
+    ASSERT_LT(d.random, K);
+    rnd += doc_nll(d, d.random);
+    double best = 1e300;
+    int best_e = -1;
+    for (int e = 0; e < K; ++e)
+      if (doc_nll(d, e) < best) best = doc_nll(d, e), best_e = e;
+    orc += best;
+    EXPECT_EQ(d.oracle, best_e);
+  }
+  auto ppl = [&](double nll) { return std::exp(nll / static_cast<double>(tokens)); };
+  ASSERT_EQ(r.systems.size(), 6u);
+  EXPECT_NEAR(r.find("base")->overall.ppl(), ppl(b), 1e-9);
+  EXPECT_NEAR(r.find("continued pre-training")->overall.ppl(), ppl(b), 1e-9);  // cpt scorer has adapter -1
+  EXPECT_NEAR(r.find("dense LoRA")->overall.ppl(), ppl(dense), 1e-9);
+  EXPECT_NEAR(r.find("MoIN (routed)")->overall.ppl(), ppl(moin_nll), 1e-9);
+  EXPECT_NEAR(r.find("random expert")->overall.ppl(), ppl(rnd), 1e-9);
+  EXPECT_NEAR(r.find("oracle expert")->overall.ppl(), ppl(orc), 1e-9);
+  EXPECT_EQ(r.find("base")->overall.tokens, tokens);
+  EXPECT_LE(r.find("oracle expert")->overall.ppl(), r.find("MoIN (routed)")->overall.ppl());
+
+  // Per label and per cluster cells add up to the whole.
+  std::int64_t label_tokens = 0;
+  for (const auto& [k, c] : r.find("base")->per_label) label_tokens += c.tokens;
+  EXPECT_EQ(label_tokens, tokens);
+  double cluster_nll = 0;
+  for (const auto& [k, c] : r.find("MoIN (routed)")->per_cluster) cluster_nll += c.nll;
+  EXPECT_NEAR(cluster_nll, moin_nll, 1e-6);
+
+  // Only the tokens after the prefix are scored; each adapter is attached once (work grouped by expert).
+  for (int f : base.seen_from) EXPECT_EQ(f, 1 + P);
+  std::multiset<int> calls(base.use_calls.begin(), base.use_calls.end());
+  for (int e = 0; e <= K; ++e) EXPECT_EQ(calls.count(e), 1u) << "adapter " << e;
+
+  auto j = r.to_json();
+  EXPECT_EQ(j["systems"].size(), 6u);
+  auto md = r.markdown();
+  EXPECT_NE(md.find("| MoIN (routed) |"), std::string::npos);
+  EXPECT_NE(md.find("Perplexity per label"), std::string::npos);
+}
+
+TEST(EvalPpl, WithoutOracleOnlyNeededExpertsAreScored) {
+  const int K = 6, P = 2;
+  auto docs = random_docs(5, K, P, 9);
+  for (auto& d : docs) d.routed = 2;
+  TableScorer base(K);
+  moin::PplOptions opts;
+  opts.prefix_tokens = P;
+  opts.oracle = false;
+  opts.random = false;
+  auto r = moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts);
+  EXPECT_EQ(r.systems.size(), 2u);  // base, MoIN
+  std::set<int> used(base.use_calls.begin(), base.use_calls.end());
+  EXPECT_EQ(used, (std::set<int>{-1, 2}));
+}
+
+TEST(EvalPpl, RouterSeesOnlyThePrefix) {
+  TempDir dir;
+  std::ofstream(dir / "c.txt") << std::string(200, 'x') << "\n";
+  {
+    std::ofstream out(dir / "c.txt");
+    const char* w[] = {"alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"};
+    std::mt19937 rng(1);
+    for (int i = 0; i < 300; ++i) {
+      for (int j = 0; j < 10; ++j) out << w[rng() % 8] << " ";
+      out << "\n";
+    }
+  }
+  moin::TokenizerTrainOptions to;
+  to.input = {dir / "c.txt"};
+  to.model_prefix = dir / "tok";
+  to.vocab_size = 120;
+  moin::train_tokenizer(to);
+  auto tok = moin::Tokenizer::load(dir / "tok.model");
+  moin::PplOptions opts;
+  opts.prefix_tokens = 4;
+  opts.max_tokens = 12;
+  opts.min_eval_tokens = 2;
+  std::string secret = "zeta zeta zeta zeta zeta zeta zeta";
+  std::vector<std::string> texts = {"alpha beta gamma delta " + secret, "alpha beta", "eta theta eta theta eta theta eta"};
+  std::int64_t skipped = 0;
+  auto docs = moin::make_eval_docs(texts, {"l1", "l2", "l3"}, tok, opts, &skipped);
+  EXPECT_EQ(skipped, 1);  // "alpha beta" has nothing left to score after a 4-token prefix
+  ASSERT_EQ(docs.size(), 2u);
+  for (const auto& d : docs) {
+    EXPECT_EQ(d.from, 5);
+    EXPECT_LE(d.tokens.size(), 12u);
+    EXPECT_EQ(d.tokens[0], tok.bos_id());
+    EXPECT_EQ(tok.encode(d.prefix_text),
+              std::vector<int>(d.tokens.begin() + 1, d.tokens.begin() + 5));
+  }
+  EXPECT_EQ(docs[0].prefix_text.find("zeta"), std::string::npos);
+  EXPECT_EQ(docs[1].label, "l3");
+}
+
+}  // namespace
