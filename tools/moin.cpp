@@ -26,9 +26,7 @@ int main(int argc, char** argv) {
   moin::cli::register_generate(app);
   moin::cli::register_logits(app);
   moin::cli::register_lora(app);
-  moin::cli::register_partition(app);
   moin::cli::register_embed(app);
-  moin::cli::register_eval_metrics(app);
   moin::cli::register_train(app);
   moin::cli::register_launch(app);
 
