@@ -62,5 +62,6 @@ template <class T> void save_effective_config(const std::string& dir, const std:
 // Each command file registers itself here; main() calls them in order.
 void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
+void register_inspect(CLI::App& app);
 
 }  // namespace moin::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MOIN_VERSION);
   moin::cli::register_tokenizer(app);
   moin::cli::register_config(app);
+  moin::cli::register_inspect(app);
 
   try {
     app.parse(argc, argv);
