@@ -76,5 +76,6 @@ void register_lora(CLI::App& app);
 void register_embed(CLI::App& app);
 void register_train(CLI::App& app);
 void register_launch(CLI::App& app);
+void register_inspect(CLI::App& app);
 
 }  // namespace moin::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   moin::cli::register_embed(app);
   moin::cli::register_train(app);
   moin::cli::register_launch(app);
+  moin::cli::register_inspect(app);
 
   try {
     app.parse(argc, argv);

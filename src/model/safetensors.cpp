@@ -115,9 +115,9 @@ Layout parse(const std::uint8_t* bytes, std::size_t size, const std::string& pat
     fail(path, "header length " + std::to_string(header_len) + " exceeds the file (" + std::to_string(file_size) +
                    " bytes) or the 100 MB limit (corrupt or not a safetensors file)");
 
-  nlohmann::json header;
+  nlohmann::ordered_json header;  // ordered: tensors() keeps the header's order
   try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+    header = nlohmann::ordered_json::parse(bytes + 8, bytes + 8 + header_len);
   } catch (const nlohmann::json::exception& e) {
     fail(path, std::string("header is not valid JSON (corrupt or not a safetensors file): ") + e.what());
   }
@@ -242,21 +242,21 @@ const TensorInfo& File::at(const std::string& name) const {
   throw UserError(path_ + ": tensor " + name + " missing");
 }
 
-nlohmann::json describe(const File& f) {
-  nlohmann::json tensors = nlohmann::json::array();
+nlohmann::ordered_json describe(const File& f) {
+  nlohmann::ordered_json tensors = nlohmann::ordered_json::array();
   for (const auto& t : f.tensors()) {
     std::uint64_t h = 0xcbf29ce484222325ull;
     const std::uint8_t* p = f.data(t);
     for (std::uint64_t i = 0; i < t.nbytes(); ++i) h = (h ^ p[i]) * 0x100000001b3ull;
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-    tensors.push_back({{"name", t.name},
+    tensors.push_back(nlohmann::ordered_json{{"name", t.name},
                        {"dtype", dtype_name(t.dtype)},
                        {"shape", t.shape},
                        {"data_offsets", {t.begin, t.end}},
                        {"fnv1a64", hex}});
   }
-  return {{"file", f.path()},
+  return nlohmann::ordered_json{{"file", f.path()},
           {"header_bytes", f.data_offset() - 8},
           {"metadata", f.metadata()},
           {"tensors", tensors}};

@@ -76,7 +76,7 @@ class File {
 // "tensors": [{"name", "dtype", "shape", "data_offsets": [begin, end], "fnv1a64": "16 hex digits"}]} in
 // header order. fnv1a64 is the 64-bit FNV-1a hash of the tensor's raw bytes (offset basis
 // 0xcbf29ce484222325, prime 0x100000001b3), cheap to recompute anywhere.
-nlohmann::json describe(const File& f);
+nlohmann::ordered_json describe(const File& f);
 
 // One tensor to write: the bytes are not copied and must stay alive during write().
 struct TensorView {
