@@ -273,7 +273,7 @@ TEST(Stories260K, ConvertedModelReproducesLlama2cGreedyText) {
   EXPECT_TRUE(cfg.tie_word_embeddings);
 
   // Through the CLI, as a user runs it: only the text on stdout.
-  r = moin::test::run_moin("generate --model " + (dir / "hf") + " --prompt '' --max-new-tokens 40 --temperature 0 -q");
+  r = moin::test::run_moin("generate --model " + (dir / "hf") + " --prompt '' --max-new-tokens 64 --temperature 0 -q");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind(kStoriesReference, 0), 0u) << r.output;
 
