@@ -266,8 +266,14 @@ LoraAdapter LoraAdapter::load(const std::string& dir, const NamedLinears& base, 
   const std::int64_t r = a.opts_.r;
 
   // Every tensor of the file must be the A or B of a targeted module of the base, with its shape.
+  // In name order, so the first problem reported does not depend on the order the writer chose.
+  std::vector<const st::TensorInfo*> by_tensor_name;
+  for (const auto& t : file.tensors()) by_tensor_name.push_back(&t);
+  std::sort(by_tensor_name.begin(), by_tensor_name.end(),
+            [](const st::TensorInfo* x, const st::TensorInfo* y) { return x->name < y->name; });
   std::set<std::string> seen;
-  for (const auto& t : file.tensors()) {
+  for (const auto* tp : by_tensor_name) {
+    const auto& t = *tp;
     auto fail = [&](const std::string& why) { return UserError(where_msg + "tensor " + t.name + " " + why); };
     const bool is_a = ends_with(t.name, kSuffixA), is_b = ends_with(t.name, kSuffixB);
     if (t.name.rfind(kPrefix, 0) != 0 || !(is_a || is_b))

@@ -8,6 +8,7 @@
 
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
+#include "moin/model/llama.h"
 #include "moin/model/lora.h"
 #include "moin/model/safetensors.h"
 #include "moin/model/safetensors_torch.h"
@@ -439,6 +440,40 @@ TEST(Lora, LoadsAdaptersWrittenByOthers) {
   EXPECT_TRUE(torch::equal(a.modules()[0].A, qa));
   EXPECT_TRUE(torch::equal(a.modules()[0].B, qb.to(torch::kFloat32)));
   EXPECT_EQ(a.modules()[0].B.scalar_type(), torch::kFloat32);
+}
+
+}  // namespace
+}  // namespace moin
+
+namespace moin {
+namespace {
+
+TEST(LoraCli, InitWritesAnAdapterThatLoadsAndRejectsUnknownTargets) {
+  test::TempDir tmp;
+  LlamaConfig c;
+  c.vocab_size = 32;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  std::filesystem::create_directories(tmp / "base");
+  c.save(tmp / "base/config.json");
+  auto r = test::run_moin("lora init -q --model " + (tmp / "base") + " --output " + (tmp / "ad") +
+                          " --rank 2 --targets q_proj v_proj --seed 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  LlamaForCausalLM model(c);
+  auto a = LoraAdapter::load(tmp / "ad", model->linears());
+  EXPECT_EQ(a.modules().size(), 4u);
+  EXPECT_EQ(a.options().r, 2);
+  EXPECT_TRUE(std::filesystem::exists(tmp / "ad/lora.config.json"));
+
+  r = test::run_moin("lora init --model " + (tmp / "base") + " --output " + (tmp / "ad2") + " --targets c_attn");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("c_attn"), std::string::npos) << r.output;
+  r = test::run_moin("config lora");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("\"use_rslora\": false"), std::string::npos) << r.output;
 }
 
 }  // namespace
