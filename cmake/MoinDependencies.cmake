@@ -5,9 +5,25 @@
 find_package(Threads REQUIRED)
 
 if(MOIN_DEPS_PREFIX)
-  list(PREPEND CMAKE_PREFIX_PATH ${MOIN_DEPS_PREFIX}/usr ${MOIN_DEPS_PREFIX}/usr/lib/x86_64-linux-gnu/cmake
-       ${MOIN_DEPS_PREFIX}/usr/share/cmake)
+  get_filename_component(MOIN_DEPS_PREFIX "${MOIN_DEPS_PREFIX}" ABSOLUTE)
+  if(NOT EXISTS ${MOIN_DEPS_PREFIX}/usr/lib/x86_64-linux-gnu/cmake/faiss/faiss-config.cmake)
+    message(FATAL_ERROR "MOIN_DEPS_PREFIX=${MOIN_DEPS_PREFIX} holds no unpacked libfaiss-dev "
+                        "(make it with scripts/build-cuda.sh --deps DIR)")
+  endif()
+  set(MOIN_DEPS_LIBDIR ${MOIN_DEPS_PREFIX}/usr/lib/x86_64-linux-gnu)
+  list(PREPEND CMAKE_PREFIX_PATH ${MOIN_DEPS_PREFIX}/usr ${MOIN_DEPS_LIBDIR}/cmake ${MOIN_DEPS_PREFIX}/usr/share/cmake)
   include_directories(BEFORE SYSTEM ${MOIN_DEPS_PREFIX}/usr/include)
+  # Unpacked .debs are not on the loader's path: the binaries carry the prefix in their RPATH. DT_RPATH
+  # (not RUNPATH) so it also serves the libraries' own dependencies (libopenblas -> libgfortran,
+  # libspdlog -> libfmt); -rpath-link lets the linker resolve those at link time.
+  # (zlib1g ships in /lib, not /usr/lib.)
+  set(MOIN_DEPS_RUNTIME_DIRS ${MOIN_DEPS_LIBDIR} ${MOIN_DEPS_LIBDIR}/openblas-pthread
+      ${MOIN_DEPS_PREFIX}/lib/x86_64-linux-gnu)
+  list(APPEND CMAKE_BUILD_RPATH ${MOIN_DEPS_RUNTIME_DIRS})
+  add_link_options("LINKER:--disable-new-dtags")
+  foreach(d ${MOIN_DEPS_RUNTIME_DIRS})
+    add_link_options("LINKER:-rpath-link,${d}")
+  endforeach()
 endif()
 
 find_package(nlohmann_json 3.9 REQUIRED)
@@ -23,6 +39,18 @@ find_package(CLI11 REQUIRED)
 # faiss's exported target names OpenMP::OpenMP_CXX but does not look for it.
 find_package(OpenMP REQUIRED)
 find_package(faiss REQUIRED)
+if(MOIN_DEPS_PREFIX)
+  # Debian's libfaiss.a names /usr/lib/x86_64-linux-gnu/libblas.so and liblapack.so, links that Debian's
+  # alternatives system sets up at install time and `dpkg -x` does not. OpenBLAS provides both BLAS and
+  # LAPACK in one library: link the prefix's copy directly.
+  set(MOIN_OPENBLAS ${MOIN_DEPS_LIBDIR}/openblas-pthread/libopenblas.so)
+  if(NOT EXISTS ${MOIN_OPENBLAS})
+    message(FATAL_ERROR "${MOIN_OPENBLAS} is missing: bundle libopenblas-pthread-dev (scripts/bundle-deps.sh)")
+  endif()
+  set_target_properties(faiss PROPERTIES INTERFACE_LINK_LIBRARIES "$<LINK_ONLY:OpenMP::OpenMP_CXX>;${MOIN_OPENBLAS}")
+  get_target_property(_faiss_lib faiss IMPORTED_LOCATION_NONE)
+  message(STATUS "moin: faiss ${_faiss_lib} with ${MOIN_OPENBLAS} (from MOIN_DEPS_PREFIX)")
+endif()
 
 # sentencepiece has a pkg-config file only; the shim links it, nothing else does.
 find_library(SENTENCEPIECE_LIB sentencepiece HINTS ${MOIN_DEPS_PREFIX}/usr/lib/x86_64-linux-gnu REQUIRED)

@@ -64,5 +64,9 @@ void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);
 void register_train(CLI::App& app);
 void register_launch(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_init_model(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
 
 }  // namespace moin::cli

@@ -5,6 +5,9 @@
 #include "moin/data/tokenizer.h"
 #include "moin/train/launch.h"
 #include "moin/train/options.h"
+#include "moin/model/checkpoint.h"
+#include "moin/model/generate.h"
+#include "moin/model/llama2c.h"
 
 namespace moin::cli {
 
@@ -13,14 +16,17 @@ static json default_config(const std::string& name) {
   if (name == "tokenizer") return config::to_json(TokenizerTrainOptions{});
   if (name == "train") return config::to_json(TrainOptions{});
   if (name == "launch") return config::to_json(LaunchOptions{});
-  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
+  if (name == "generate") return config::to_json(GenerateRunOptions{});
+  if (name == "init-model") return config::to_json(InitModelOptions{});
+  if (name == "convert") return config::to_json(Llama2cConvertOptions{});
+  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch, generate, init-model, convert");
 }
 
 void register_config(CLI::App& app) {
   auto* cmd = app.add_subcommand("config", "Print the default JSON config of a stage");
   auto& common = add_common(cmd);
   static std::string stage;
-  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch")->required();
+  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch, generate, init-model, convert")->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

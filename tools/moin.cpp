@@ -18,6 +18,10 @@ int main(int argc, char** argv) {
   moin::cli::register_config(app);
   moin::cli::register_train(app);
   moin::cli::register_launch(app);
+  moin::cli::register_convert(app);
+  moin::cli::register_init_model(app);
+  moin::cli::register_generate(app);
+  moin::cli::register_logits(app);
 
   try {
     app.parse(argc, argv);

@@ -30,6 +30,16 @@ struct TensorInfo {
   std::uint64_t nbytes() const { return end - begin; }
 };
 
+// The validated layout of a whole safetensors file held in memory, bytes [0, size): File::open maps the file
+// and calls this; the fuzz test calls it on exact-size heap buffers so AddressSanitizer sees any overrun.
+// `origin` names the file in every UserError.
+struct Layout {
+  std::vector<TensorInfo> tensors;  // in header order
+  std::map<std::string, std::string> metadata;
+  std::uint64_t data_offset = 0;  // where the data section starts: 8 + header length
+};
+Layout parse(const std::uint8_t* bytes, std::size_t size, const std::string& origin);
+
 // A validated, memory-mapped safetensors file. Movable, not copyable; unmaps on destruction.
 class File {
  public:
@@ -48,6 +58,8 @@ class File {
   const TensorInfo& at(const std::string& name) const;
   const std::uint8_t* data(const TensorInfo& t) const { return data_ + t.begin; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // 8 + the header length: where the data section starts in the file.
+  std::uint64_t data_offset() const { return static_cast<std::uint64_t>(data_ - static_cast<const std::uint8_t*>(map_)); }
 
  private:
   File() = default;
@@ -59,6 +71,12 @@ class File {
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
 };
+
+// A JSON description of the file, for `moin inspect`: {"file", "header_bytes", "metadata": {..},
+// "tensors": [{"name", "dtype", "shape", "data_offsets": [begin, end], "fnv1a64": "16 hex digits"}]} in
+// header order. fnv1a64 is the 64-bit FNV-1a hash of the tensor's raw bytes (offset basis
+// 0xcbf29ce484222325, prime 0x100000001b3), cheap to recompute anywhere.
+nlohmann::json describe(const File& f);
 
 // One tensor to write: the bytes are not copied and must stay alive during write().
 struct TensorView {

@@ -1,0 +1,34 @@
+// Debugging aid: run a checkpoint on given token ids and write its logits (and optionally one layer's
+// hidden states) to a safetensors file, so other implementations (transformers, llama2.c) can be compared.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moin {
+
+// Options of `moin logits`.
+struct LogitsDumpOptions {
+  std::string model;                 // checkpoint folder
+  std::vector<std::int64_t> tokens;  // one sequence of token ids
+  std::string output;                // .safetensors file to write
+  std::string dtype = "float32";
+  std::string device = "cpu";
+  std::int64_t hidden_layer = -1000;  // also write "hidden_states" of this layer (HF indexing); -1000: none
+
+  template <class V> void visit(V& v) {
+    v("model", model, "checkpoint folder");
+    v("tokens", tokens, "token ids of one sequence");
+    v("output", output, "safetensors file to write: \"logits\" [1, T, vocab] float32");
+    v("dtype", dtype, "compute dtype: float32, bfloat16 or float16");
+    v("device", device, "cpu, cuda, cuda:N or auto");
+    v("hidden_layer", hidden_layer,
+      "also write \"hidden_states\" [1, T, hidden] of this layer (0 = embeddings, -1 = after the final norm; "
+      "-1000: none)");
+  }
+  void validate() const;
+};
+
+void dump_logits(const LogitsDumpOptions& opts);
+
+}  // namespace moin
