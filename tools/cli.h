@@ -68,5 +68,6 @@ void register_convert(CLI::App& app);
 void register_init_model(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
+void register_lora(CLI::App& app);
 
 }  // namespace moin::cli

@@ -8,6 +8,7 @@
 #include "moin/model/checkpoint.h"
 #include "moin/model/generate.h"
 #include "moin/model/llama2c.h"
+#include "moin/model/lora.h"
 
 namespace moin::cli {
 
@@ -19,14 +20,15 @@ static json default_config(const std::string& name) {
   if (name == "generate") return config::to_json(GenerateRunOptions{});
   if (name == "init-model") return config::to_json(InitModelOptions{});
   if (name == "convert") return config::to_json(Llama2cConvertOptions{});
-  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch, generate, init-model, convert");
+  if (name == "lora") return config::to_json(LoraOptions{});
+  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch, generate, init-model, convert, lora");
 }
 
 void register_config(CLI::App& app) {
   auto* cmd = app.add_subcommand("config", "Print the default JSON config of a stage");
   auto& common = add_common(cmd);
   static std::string stage;
-  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch, generate, init-model, convert")->required();
+  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch, generate, init-model, convert, lora")->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

@@ -9,9 +9,10 @@ namespace moin::cli {
 void register_logits(CLI::App& app) {
   auto* cmd = app.add_subcommand("logits", "Debugging: write a model's logits on given token ids (safetensors)");
   auto& common = add_common(cmd);
-  static std::string model, tokens, output, dtype, device;
+  static std::string model, adapter, tokens, output, dtype, device;
   static std::int64_t layer = 0;
   auto* o_model = cmd->add_option("--model", model, "checkpoint folder");
+  auto* o_ad = cmd->add_option("--adapter", adapter, "LoRA adapter folder (PEFT layout) to attach");
   auto* o_tokens = cmd->add_option("--tokens", tokens, "space-separated token ids, e.g. \"1 2 3\"");
   auto* o_out = cmd->add_option("--output", output, "safetensors file to write (tensors logits, tokens)");
   auto* o_dt = cmd->add_option("--dtype", dtype, "float32, bfloat16 or float16");
@@ -21,6 +22,7 @@ void register_logits(CLI::App& app) {
   set_action(cmd, common, [=, &common] {
     json flags;
     flag(flags, o_model, "model", model);
+    flag(flags, o_ad, "adapter", adapter);
     if (o_tokens->count()) {
       std::vector<std::int64_t> ids;
       std::istringstream ss(tokens);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   moin::cli::register_init_model(app);
   moin::cli::register_generate(app);
   moin::cli::register_logits(app);
+  moin::cli::register_lora(app);
 
   try {
     app.parse(argc, argv);

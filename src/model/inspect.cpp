@@ -3,6 +3,7 @@
 
 #include "moin/core/error.h"
 #include "moin/model/checkpoint.h"
+#include "moin/model/lora.h"
 #include "moin/model/safetensors_torch.h"
 
 namespace moin {
@@ -20,6 +21,10 @@ void dump_logits(const LogitsDumpOptions& opts) {
   for (auto t : opts.tokens)
     require(t >= 0 && t < model->config.vocab_size,
             "logits: token " + std::to_string(t) + " outside the vocabulary of " + opts.model);
+  if (!opts.adapter.empty()) {
+    auto base = model->linears();
+    LoraAdapter::load(opts.adapter, base).attach(base);  // on the model's device and dtype
+  }
   torch::NoGradGuard no_grad;
   auto ids = torch::tensor(opts.tokens, torch::kInt64).view({1, -1}).to(model->device());
   std::vector<std::pair<std::string, torch::Tensor>> out;

@@ -357,6 +357,12 @@ void LoraAdapter::save(const std::string& dir, const std::string& base_model_nam
   fs::write_json_atomic(stdfs::path(dir) / kConfigFile, peft_adapter_config(opts_, name));
 }
 
+void LoraAdapter::randomize_b(std::int64_t seed, double std) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(seed));
+  for (auto& m : modules_) m.B.copy_(torch::empty(m.B.sizes(), torch::kFloat32).normal_(0.0, std, gen));
+}
+
 std::vector<torch::Tensor> LoraAdapter::parameters() const {
   std::vector<torch::Tensor> out;
   out.reserve(2 * modules_.size());

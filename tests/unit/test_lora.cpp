@@ -57,7 +57,7 @@ std::vector<torch::Tensor> outputs(const NamedLinears& base, std::uint64_t seed 
   std::vector<torch::Tensor> ys;
   for (const auto& [name, lin] : base) {
     auto x = torch::randn({2, 3, lin->in_features}, lin->weight.options().requires_grad(false));
-    ys.push_back(lin->forward(x));
+    ys.push_back(lin.ptr()->forward(x));
   }
   return ys;
 }
@@ -149,10 +149,10 @@ TEST(Lora, AttachComputesScaledUpdateAndSharesTensors) {
   torch::NoGradGuard g;
   auto x = torch::randn({5, lin->in_features});
   auto ref = x.matmul(lin->weight.t()) + 1.5 * x.matmul(m.A.t()).matmul(m.B.t());
-  EXPECT_TRUE(torch::allclose(lin->forward(x), ref, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), ref, 1e-5, 1e-5));
   LoraAdapter::detach(base);
   EXPECT_FALSE(lin->has_lora());
-  EXPECT_TRUE(torch::allclose(lin->forward(x), x.matmul(lin->weight.t()), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), x.matmul(lin->weight.t()), 1e-6, 1e-6));
 }
 
 TEST(Lora, RsLoraScaling) {
@@ -171,7 +171,7 @@ TEST(Lora, RsLoraScaling) {
   const auto& m = a.modules()[0];
   auto x = torch::randn({3, lin->in_features});
   auto ref = x.matmul(lin->weight.t()) + 4.0 * x.matmul(m.A.t()).matmul(m.B.t());
-  EXPECT_TRUE(torch::allclose(lin->forward(x), ref, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), ref, 1e-5, 1e-5));
 }
 
 TEST(Lora, MergeAndUnmergeAgreeWithAttached) {
@@ -219,7 +219,7 @@ TEST(Lora, OnlyAdapterTensorsGetGradients) {
   auto a = LoraAdapter::create(base, o);
   randomize_b(a);
   a.attach(base);
-  for (const auto& [n, lin] : base) lin->train();
+  for (const auto& [n, lin] : base) lin.ptr()->train();
   torch::Tensor loss = torch::zeros({});
   for (const auto& y : outputs(base)) loss = loss + y.pow(2).mean();
   loss.backward();
@@ -249,6 +249,7 @@ TEST(Lora, FiniteDifferenceGradientCheck) {
   LoraOptions o;
   o.r = 3;
   o.alpha = 5;
+  o.target_modules = {"q_proj"};
   auto a = LoraAdapter::create(base, o);
   ASSERT_EQ(a.modules()[0].A.scalar_type(), torch::kFloat64);
   randomize_b(a);
@@ -347,7 +348,7 @@ TEST(Lora, SavesThePeftLayout) {
   EXPECT_EQ(db.shape, (std::vector<std::int64_t>{8, 4}));
   // No stray temporary files.
   int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(tmp / "ad")) n += 1 + 0 * e.path().size();
+  for (auto it = std::filesystem::directory_iterator(tmp / "ad"); it != std::filesystem::directory_iterator(); ++it) ++n;
   EXPECT_EQ(n, 2);
 }
 
@@ -363,8 +364,10 @@ TEST(Lora, RejectsAdaptersThatDoNotFit) {
   // Wider hidden size: a shape mismatch, naming the folder and the tensor.
   auto msg = error_of([&] { LoraAdapter::load(dir, tiny_llama(2, 16, 8, 24)); });
   EXPECT_NE(msg.find(dir), std::string::npos) << msg;
-  EXPECT_NE(msg.find("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("shape [4, 8]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tensor base_model.model.model.layers.0.mlp.down_proj.lora_A.weight has shape [4, 12] but the "
+                     "base model with r=4 needs [4, 24]"),
+            std::string::npos)
+      << msg;
 
   // Fewer layers in the base: the adapter names a layer it does not have.
   msg = error_of([&] { LoraAdapter::load(dir, tiny_llama(1)); });

@@ -10,6 +10,7 @@ namespace moin {
 // Options of `moin logits`.
 struct LogitsDumpOptions {
   std::string model;                 // checkpoint folder
+  std::string adapter;               // LoRA adapter folder (PEFT layout), optional
   std::vector<std::int64_t> tokens;  // one sequence of token ids
   std::string output;                // .safetensors file to write
   std::string dtype = "float32";
@@ -18,6 +19,7 @@ struct LogitsDumpOptions {
 
   template <class V> void visit(V& v) {
     v("model", model, "checkpoint folder");
+    v("adapter", adapter, "LoRA adapter folder (PEFT layout) to attach, optional");
     v("tokens", tokens, "token ids of one sequence");
     v("output", output, "safetensors file to write: \"logits\" [1, T, vocab] float32");
     v("dtype", dtype, "compute dtype: float32, bfloat16 or float16");

@@ -91,6 +91,10 @@ class LoraAdapter {
   // base_model_name_or_path is recorded for PEFT (the base model's folder or hub name).
   void save(const std::string& dir, const std::string& base_model_name_or_path = "") const;
 
+  // Draws B ~ N(0, std^2) (seeded, on the CPU), so the adapter changes the model: for checks against other
+  // tools (a fresh adapter's B = 0 hides every mistake in B's layout or the scaling), not for training.
+  void randomize_b(std::int64_t seed, double std = 0.1);
+
   // A and B of every module (what the optimizer gets).
   std::vector<torch::Tensor> parameters() const;
   std::int64_t num_parameters() const;

@@ -1,0 +1,72 @@
+// moin lora init | merge: a freshly initialised adapter (PEFT layout) for a base model; an adapter folded
+// into the base weights, saved as a model.
+#include "cli.h"
+#include "moin/model/checkpoint.h"
+#include "moin/model/llama.h"
+#include "moin/model/lora.h"
+
+namespace moin::cli {
+
+void register_lora(CLI::App& app) {
+  auto* lora = app.add_subcommand("lora", "Create LoRA adapters (PEFT layout) or merge one into its base model");
+  lora->require_subcommand(1);
+
+  {
+    auto* cmd = lora->add_subcommand(
+        "init", "Write a freshly initialised adapter for a base model (A Kaiming-uniform, B zeros, as PEFT)");
+    auto& common = add_common(cmd);
+    static std::string model, output;
+    static int rank = 0;
+    static double alpha = 0;
+    static std::int64_t seed = 0;
+    static std::vector<std::string> targets;
+    static bool random_b = false;
+    cmd->add_option("--model", model, "base model folder (config.json); only its shapes are used")->required();
+    cmd->add_option("--output", output, "adapter folder to write")->required();
+    auto* o_rank = cmd->add_option("--rank,-r", rank, "rank r");
+    auto* o_alpha = cmd->add_option("--alpha", alpha, "LoRA alpha");
+    auto* o_seed = cmd->add_option("--seed", seed, "seed of the initialisation");
+    auto* o_targets = cmd->add_option("--targets", targets, "target modules (q_proj k_proj ...)");
+    cmd->add_flag("--random-b", random_b,
+                  "also draw B ~ N(0, 0.1^2) (seed + 1), so the adapter changes the model: for checks against "
+                  "other tools, not for training");
+    add_reference<LoraOptions>(cmd);
+    set_action(cmd, common, [=, &common] {
+      json flags;
+      flag(flags, o_rank, "r", rank);
+      flag(flags, o_alpha, "alpha", alpha);
+      flag(flags, o_seed, "seed", seed);
+      flag(flags, o_targets, "target_modules", targets);
+      auto opts = resolve<LoraOptions>(common, flags);
+      // Only the projections' shapes matter: the model is built from config.json, its weights never read.
+      LlamaForCausalLM base(LlamaConfig::load(model));
+      auto adapter = LoraAdapter::create(base->linears(), opts, {torch::Device(torch::kCPU), torch::kFloat32});
+      if (random_b) adapter.randomize_b(opts.seed + 1);
+      adapter.save(output, model);
+      save_effective_config(output, "lora", opts);
+      spdlog::info("wrote {}: {} projections, {} parameters, r={}, scaling {}", output, adapter.modules().size(),
+                   adapter.num_parameters(), opts.r, adapter.scaling());
+    });
+  }
+  {
+    auto* cmd = lora->add_subcommand("merge", "Fold an adapter into the base weights (W += s B A) and save the model");
+    auto& common = add_common(cmd);
+    static std::string model, adapter_dir, output, dtype = "float32";
+    cmd->add_option("--model", model, "base model folder")->required();
+    cmd->add_option("--adapter", adapter_dir, "adapter folder (PEFT layout)")->required();
+    cmd->add_option("--output", output, "folder of the merged model (config.json + model.safetensors)")->required();
+    cmd->add_option("--dtype", dtype, "dtype of the merged model: float32, bfloat16 or float16")->capture_default_str();
+    set_action(cmd, common, [] {
+      require(std::filesystem::absolute(output) != std::filesystem::absolute(model),
+              "lora merge: --output must differ from --model (the base model stays as it is)");
+      auto base = load_llama(model, parse_dtype(dtype));
+      auto linears = base->linears();
+      auto adapter = LoraAdapter::load(adapter_dir, linears);
+      adapter.merge(linears);
+      save_llama(base, output);
+      spdlog::info("wrote {}: {} merged into {}", output, adapter_dir, model);
+    });
+  }
+}
+
+}  // namespace moin::cli
