@@ -69,5 +69,7 @@ void register_init_model(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_lora(CLI::App& app);
+void register_partition(CLI::App& app);
+void register_eval_metrics(CLI::App& app);
 
 }  // namespace moin::cli

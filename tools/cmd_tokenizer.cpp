@@ -3,6 +3,7 @@
 
 #include "cli.h"
 #include "moin/data/tokenizer.h"
+#include "moin/data/tokenizer_corpus.h"
 
 namespace moin::cli {
 
@@ -14,9 +15,12 @@ void register_tokenizer(CLI::App& app) {
     auto* cmd = tok->add_subcommand("train", "Train a BPE or unigram SentencePiece model on text files");
     auto& common = add_common(cmd);
     static std::vector<std::string> input;
-    static std::string output, model_type;
+    static std::string output, model_type, text_field = "text";
     static int vocab = 0;
-    auto* o_in = cmd->add_option("--input", input, "text files (one document or sentence per line)");
+    auto* o_in = cmd->add_option("--input", input,
+                                 "text files (one sentence per line), or JSONL corpora (.jsonl/.json/.ndjson, "
+                                 "optionally .gz or .zst) whose --text-field is read");
+    cmd->add_option("--text-field", text_field, "JSONL inputs: dotted path of the text (default text)");
     auto* o_out = cmd->add_option("--output", output, "output prefix: writes PREFIX.model and PREFIX.vocab");
     auto* o_vocab = cmd->add_option("--vocab-size", vocab, "vocabulary size");
     auto* o_type = cmd->add_option("--model-type", model_type, "bpe or unigram");
@@ -28,7 +32,9 @@ void register_tokenizer(CLI::App& app) {
       flag(flags, o_vocab, "vocab_size", vocab);
       flag(flags, o_type, "model_type", model_type);
       auto opts = resolve<TokenizerTrainOptions>(common, flags);
-      train_tokenizer(opts);
+      CorpusOptions corpus;
+      corpus.text_field = text_field;
+      train_tokenizer_on_corpus(opts, corpus);
       save_effective_config(std::filesystem::path(opts.model_prefix).parent_path().string().empty()
                                 ? "."
                                 : std::filesystem::path(opts.model_prefix).parent_path().string(),

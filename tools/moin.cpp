@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   moin::cli::register_generate(app);
   moin::cli::register_logits(app);
   moin::cli::register_lora(app);
+  moin::cli::register_partition(app);
+  moin::cli::register_eval_metrics(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,105 @@
+// K-means on document embeddings (faiss's Clustering underneath) and nearest-centroid assignment, plain
+// or balanced (each cluster capped at ceil(balance_factor * n / k) documents).
+//
+// Spherical k-means (the default) keeps centroids unit-norm and assigns by inner product (cosine for
+// L2-normalised embeddings); otherwise centroids are means and assignment is by squared L2 distance.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moin/core/error.h"
+
+namespace moin {
+
+struct KMeansOptions {
+  int k = 8;
+  int iterations = 25;
+  std::uint64_t seed = 1234;
+  bool spherical = true;
+  int max_points_per_centroid = 256;
+  std::int64_t train_sample = 0;
+  int nredo = 1;
+  bool plus_plus_init = true;
+  double balance_factor = 0.0;
+  int threads = 0;
+  bool verbose = false;
+
+  template <class V> void visit(V& v) {
+    v("k", k, "number of clusters");
+    v("iterations", iterations, "k-means iterations per run");
+    v("seed", seed, "seed of sampling, initialisation and every redo");
+    v("spherical", spherical, "unit-norm centroids, inner-product assignment (cosine); false = Euclidean k-means");
+    v("max_points_per_centroid", max_points_per_centroid,
+      "train on at most this many points per centroid (faiss subsamples to k x this); 0 = no cap");
+    v("train_sample", train_sample, "train on a uniform sample of at most this many points (0 = all, then the cap above)");
+    v("nredo", nredo, "run k-means this many times from different seeds and keep the lowest objective");
+    v("plus_plus_init", plus_plus_init, "k-means++ seeding (D^2 sampling) instead of k random points");
+    v("balance_factor", balance_factor,
+      "0 = off; else assign_balanced caps each cluster at ceil(factor * n / k) documents (factor >= 1)");
+    v("threads", threads, "threads (0 = all cores)");
+    v("verbose", verbose, "print faiss's per-iteration objective");
+  }
+  void validate() const {
+    require(k > 0, "kmeans.k must be positive");
+    require(iterations > 0, "kmeans.iterations must be positive");
+    require(max_points_per_centroid >= 0, "kmeans.max_points_per_centroid must be >= 0");
+    require(train_sample >= 0, "kmeans.train_sample must be >= 0");
+    require(nredo > 0, "kmeans.nredo must be positive");
+    require(balance_factor == 0.0 || balance_factor >= 1.0, "kmeans.balance_factor must be 0 (off) or >= 1");
+    require(threads >= 0, "kmeans.threads must be >= 0");
+  }
+};
+
+struct KMeansResult {
+  int k = 0, d = 0;
+  bool spherical = true;
+  std::vector<float> centroids;  // row-major [k x d]
+  // Of the kept run, on its training points: sum of squared L2 distances to the nearest centroid
+  // (spherical: sum of (1 - inner product)), and that per iteration.
+  double objective = 0.0;
+  std::vector<double> iteration_objective;
+  std::int64_t n_train = 0;  // points k-means was trained on (after sampling)
+};
+
+// Nearest centroid of each point. distance: squared L2 distance, or for spherical 1 - <x, c> (so smaller
+// is nearer in both cases; for unit vectors 1 - <x,c> is half the squared L2 distance).
+struct Assignment {
+  std::vector<std::int32_t> cluster;  // [n]
+  std::vector<float> distance;        // [n]
+};
+
+// Trains on x (row-major [n x d]); n >= k. Rows need not be normalised; spherical k-means treats them as
+// directions. Throws UserError when n < k.
+KMeansResult train_kmeans(const float* x, std::int64_t n, int d, const KMeansOptions& opts);
+
+// Exact nearest-centroid assignment (faiss flat search), in batches of `batch` rows to bound memory.
+Assignment assign(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
+                  std::int64_t batch = 65536);
+inline Assignment assign(const float* x, std::int64_t n, const KMeansResult& km, std::int64_t batch = 65536) {
+  return assign(x, n, km.centroids.data(), km.k, km.d, km.spherical, batch);
+}
+
+// The per-cluster cap of balanced assignment: ceil(balance_factor * n / k) (never below ceil(n / k)).
+std::int64_t balanced_capacity(std::int64_t n, int k, double balance_factor);
+
+// Assignment with every cluster holding at most `capacity` points (capacity * k >= n required).
+// Greedy by distance: each point keeps its `candidates` nearest centroids (all when k <= candidates); the
+// (point, centroid) pairs are visited by increasing distance and a pair is taken when the point is still
+// unassigned and the centroid has room. A point whose candidates all filled up goes to its nearest
+// centroid that still has room (exact scan). Deterministic; `distance` is that of the centroid given.
+Assignment assign_balanced(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
+                           std::int64_t capacity, int candidates = 16);
+inline Assignment assign_balanced(const float* x, std::int64_t n, const KMeansResult& km, double balance_factor,
+                                  int candidates = 16) {
+  return assign_balanced(x, n, km.centroids.data(), km.k, km.d, km.spherical,
+                         balanced_capacity(n, km.k, balance_factor), candidates);
+}
+
+// Centroids on disk, inside a folder (the partition directory): dir/centroids.npy (NumPy .npy, float32
+// [k, d], np.load reads it) and dir/kmeans.json {"k", "d", "spherical", "objective", "n_train",
+// "iteration_objective"}. Both written atomically.
+void save_kmeans(const std::string& dir, const KMeansResult& km);
+KMeansResult load_kmeans(const std::string& dir);
+
+}  // namespace moin

@@ -1,0 +1,718 @@
+// The partition stage: fit (sample -> embedder -> k-means), assign (one slice of the corpus -> clusters,
+// tokens), merge (slices -> per-cluster shards, manifest, report). See partition.h and docs/partition.md.
+#include "moin/partition/partition.h"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <unistd.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <unordered_map>
+
+#include "moin/core/config.h"
+#include "moin/core/fs.h"
+#include "moin/core/hash.h"
+#include "moin/core/log.h"
+#include "moin/core/progress.h"
+#include "moin/core/strings.h"
+#include "moin/data/token_shard.h"
+#include "moin/data/tokenizer.h"
+#include "moin/eval/cluster_metrics.h"
+#include "tfidf_embedder.h"
+
+namespace moin {
+
+namespace stdfs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr const char* kConfigFile = "partition.config.json";
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string shard_dir_name(int shard, int num_shards) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "shard-%05d-of-%05d", shard, num_shards);
+  return buf;
+}
+
+int thread_count(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+// Flattens a JSON object to dotted keys, for naming the first option that differs.
+void flatten(const json& j, const std::string& prefix, std::map<std::string, json>& out) {
+  if (j.is_object() && !j.empty()) {
+    for (auto it = j.begin(); it != j.end(); ++it) flatten(it.value(), prefix + (prefix.empty() ? "" : ".") + it.key(), out);
+  } else {
+    out[prefix] = j;
+  }
+}
+
+std::string first_difference(const json& a, const json& b) {
+  std::map<std::string, json> fa, fb;
+  flatten(a, "", fa);
+  flatten(b, "", fb);
+  for (const auto& [k, v] : fa) {
+    auto it = fb.find(k);
+    if (it == fb.end() || it->second != v)
+      return k + " (" + v.dump() + " here, " + (it == fb.end() ? "absent" : it->second.dump()) + " in the folder)";
+  }
+  for (const auto& [k, v] : fb)
+    if (!fa.count(k)) return k;
+  return "";
+}
+
+// Entries a partition run writes in its output folder (and the only ones `overwrite` removes).
+const char* const kOwnedEntries[] = {"embedder", "centroids.npy", "kmeans.json", "fit.json", "work", "clusters",
+                                     "assignments.jsonl", "manifest.json", "report.json", "report.md", kConfigFile};
+
+// Checks the folder against the options: a folder fitted with other options is an error (or, with
+// overwrite and allow_reset, is cleared).
+void check_folder(const PartitionOptions& opts, bool allow_reset) {
+  stdfs::path out(opts.output);
+  stdfs::path cfg = out / kConfigFile;
+  if (!stdfs::exists(cfg)) return;
+  PartitionOptions stored;
+  try {
+    config::read_into(stored, fs::read_json(cfg));
+  } catch (const UserError& e) {
+    throw UserError(cfg.string() + ": " + e.what());
+  }
+  std::string diff = first_difference(partition_fingerprint(opts), partition_fingerprint(stored));
+  if (diff.empty()) return;
+  if (!(opts.overwrite && allow_reset))
+    throw UserError("output folder " + opts.output + " holds a partition made with other options: " + diff +
+                    "; use another --output, or --set overwrite=true to start over");
+  spdlog::warn("partition: options changed ({}); overwrite=true: clearing {}", diff, opts.output);
+  for (const char* e : kOwnedEntries) {
+    std::error_code ec;
+    stdfs::remove_all(out / e, ec);
+  }
+}
+
+// The corpus options with the inputs as absolute paths? No: paths stay as given (relative paths are the
+// user's choice and the split keys use paths relative to each input anyway).
+
+bool split_is_valid(const Document& d, double valid_fraction, std::uint64_t seed) {
+  if (valid_fraction <= 0) return false;
+  std::uint64_t h = stable_hash64(d.split_key(), seed);
+  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) < valid_fraction;
+}
+
+// Nearest centroid of one vector, accumulated in double in a fixed order: the result of a document never
+// depends on the batch it was embedded in, so any slicing of the corpus assigns it the same way.
+std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km) {
+  int best = 0;
+  double best_d = 0;
+  for (int c = 0; c < km.k; ++c) {
+    const float* cc = km.centroids.data() + static_cast<std::size_t>(c) * km.d;
+    double d = 0;
+    if (km.spherical) {
+      double ip = 0;
+      for (int j = 0; j < km.d; ++j) ip += static_cast<double>(x[j]) * cc[j];
+      d = 1.0 - ip;
+    } else {
+      for (int j = 0; j < km.d; ++j) {
+        double t = static_cast<double>(x[j]) - cc[j];
+        d += t * t;
+      }
+    }
+    if (c == 0 || d < best_d) {
+      best = c;
+      best_d = d;
+    }
+  }
+  return {best, static_cast<float>(best_d)};
+}
+
+// Cuts s to at most n bytes at a UTF-8 character boundary.
+void cut_utf8(std::string& s, std::size_t n) {
+  if (s.size() <= n) return;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+}
+
+// Distinctive words of each cluster, on the fit sample: a word scores p_c * log(p_c / p), where p_c is the
+// fraction of the cluster's documents holding it and p the fraction over the sample.
+std::vector<std::vector<std::string>> top_terms(const std::vector<std::string>& texts,
+                                                const std::vector<int>& cluster, int k, int top) {
+  std::unordered_map<std::string, std::int64_t> df;
+  std::vector<std::unordered_map<std::string, std::int64_t>> dfc(k);
+  std::vector<std::int64_t> nc(k, 0);
+  std::string storage;
+  // A few thousand documents name a cluster's words well enough; more only costs time.
+  const std::size_t n_docs = std::min<std::size_t>(texts.size(), 8000);
+  for (std::size_t i = 0; i < n_docs; ++i) {
+    auto ws = tfidf::words(texts[i], /*stop_words=*/true, 4000, storage);
+    std::vector<std::string> uniq(ws.begin(), ws.end());
+    std::sort(uniq.begin(), uniq.end());
+    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+    ++nc[cluster[i]];
+    for (const auto& w : uniq) {
+      ++df[w];
+      ++dfc[cluster[i]][w];
+    }
+  }
+  const double n = static_cast<double>(n_docs);
+  std::vector<std::vector<std::string>> out(k);
+  for (int c = 0; c < k; ++c) {
+    std::vector<std::pair<double, std::string>> scored;
+    for (const auto& [w, cnt] : dfc[c]) {
+      if (cnt < 3 || w == "0num") continue;  // (nc[c] > 0 here: the word occurs in the cluster)
+      double pc = static_cast<double>(cnt) / nc[c], p = static_cast<double>(df[w]) / n;
+      scored.emplace_back(-pc * std::log(pc / p), w);
+    }
+    std::sort(scored.begin(), scored.end());
+    for (std::size_t i = 0; i < scored.size() && static_cast<int>(i) < top; ++i) out[c].push_back(scored[i].second);
+  }
+  return out;
+}
+
+void start_log(const PartitionOptions& opts) {
+  static std::string added;
+  std::string path = (stdfs::path(opts.output) / "moin.log").string();
+  if (added != path) {
+    log::add_file(path);
+    added = path;
+  }
+}
+
+void fsync_file(const stdfs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Replaces folder `target` by `tmp` (both in the same parent), durably.
+void commit_dir(const stdfs::path& tmp, const stdfs::path& target) {
+  std::error_code ec;
+  stdfs::remove_all(target, ec);
+  stdfs::rename(tmp, target, ec);
+  if (ec) throw std::runtime_error("cannot move " + tmp.string() + " to " + target.string() + ": " + ec.message());
+}
+
+}  // namespace
+
+void PartitionOptions::validate() const {
+  corpus.validate();
+  embedder.validate();
+  kmeans.validate();
+  require(!tokenizer.empty(), "partition: no tokenizer given (--tokenizer FILE.model)");
+  require(!output.empty(), "partition: no output folder given (--output DIR)");
+  require(sample >= 1, "sample must be positive");
+  require(sample_max_bytes >= 64, "sample_max_bytes must be at least 64");
+  require(valid_fraction >= 0 && valid_fraction < 1, "valid_fraction must be in [0, 1)");
+  require(num_shards >= 0, "num_shards must be >= 0");
+  require(shard >= -1 && (num_shards == 0 ? shard <= 0 : shard < num_shards),
+          "shard must be -1 (all) or in [0, num_shards)");
+  require(batch_docs >= 1, "batch_docs must be positive");
+  require(threads >= 0, "threads must be >= 0");
+  require(kmeans.balance_factor == 0.0,
+          "kmeans.balance_factor is not supported by the partition stage (documents are assigned as they stream)");
+}
+
+json partition_fingerprint(const PartitionOptions& opts) {
+  json j = config::to_json(opts);
+  for (const char* k : {"output", "shard", "num_shards", "batch_docs", "threads", "overwrite"}) j.erase(k);
+  j["corpus"].erase("strict");
+  j["corpus"].erase("max_examples");
+  j["kmeans"].erase("threads");
+  j["kmeans"].erase("verbose");
+  j["embedder"].erase("threads");
+  return j;
+}
+
+PartitionOptions load_partition_options(const std::string& dir) {
+  stdfs::path cfg = stdfs::path(dir) / kConfigFile;
+  if (!stdfs::exists(cfg))
+    throw UserError(dir + " holds no fitted partition (" + cfg.string() + " is missing): run `moin partition fit` first");
+  PartitionOptions o;
+  config::read_into(o, fs::read_json(cfg));
+  o.output = dir;
+  return o;
+}
+
+// ------------------------------------------------------------------------------------------------- fit
+
+void partition_fit(const PartitionOptions& opts) {
+  opts.validate();
+  stdfs::path out(opts.output);
+  fs::ensure_dir(out);
+  check_folder(opts, /*allow_reset=*/true);
+  if (stdfs::exists(out / "fit.json")) {
+    spdlog::info("partition fit: already done in {}", opts.output);
+    return;
+  }
+  start_log(opts);
+  auto t0 = std::chrono::steady_clock::now();
+  // The config first: later steps and re-runs compare themselves against it.
+  fs::write_json_atomic(out / kConfigFile, config::to_json(opts));
+  Tokenizer::load(opts.tokenizer);  // fail now, not after the fit, when the tokenizer is unusable
+
+  // One pass over the corpus: a uniform reservoir sample (deterministic for a seed and a corpus).
+  CorpusReader reader(opts.corpus);
+  spdlog::info("partition fit: {} corpus files; sampling up to {} documents", reader.files().size(), opts.sample);
+  std::vector<std::string> texts, labels;
+  std::mt19937_64 rng(opts.seed);
+  std::int64_t seen = 0;
+  {
+    Progress progress("fit: reading", 0, "docs");
+    Document d;
+    while (reader.next(d)) {
+      std::int64_t slot = seen < opts.sample ? seen : static_cast<std::int64_t>(rng() % (seen + 1));
+      ++seen;
+      progress.add();
+      if (slot >= opts.sample) continue;
+      cut_utf8(d.text, static_cast<std::size_t>(opts.sample_max_bytes));
+      if (slot == static_cast<std::int64_t>(texts.size())) {
+        texts.push_back(std::move(d.text));
+        labels.push_back(std::move(d.label));
+      } else {
+        texts[slot] = std::move(d.text);
+        labels[slot] = std::move(d.label);
+      }
+    }
+  }
+  spdlog::info("partition fit: ingest: {}", reader.report().summary());
+  const int k = opts.kmeans.k;
+  require(static_cast<std::int64_t>(texts.size()) >= k,
+          "the corpus has " + std::to_string(texts.size()) + " documents, fewer than the " + std::to_string(k) +
+              " clusters asked for");
+
+  auto embedder = make_embedder(opts.embedder);
+  auto t_embed = std::chrono::steady_clock::now();
+  embedder->fit(texts);
+  std::vector<float> x = embedder->embed(texts);
+  const int d = embedder->dim();
+  spdlog::info("partition fit: {} embedder fitted and {} sample documents embedded (dim {}) in {:.1f} s",
+               embedder->type(), texts.size(), d, seconds_since(t_embed));
+  auto t_km = std::chrono::steady_clock::now();
+  KMeansResult km = train_kmeans(x.data(), static_cast<std::int64_t>(texts.size()), d, opts.kmeans);
+  spdlog::info("partition fit: k-means k={} on {} points, objective {:.4g}, {:.1f} s", km.k, km.n_train, km.objective,
+               seconds_since(t_km));
+
+  // The sample's clusters: sizes, distinctive words and, with labels, how well they match.
+  std::vector<int> sample_cluster(texts.size());
+  std::vector<std::int64_t> sample_sizes(k, 0);
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    sample_cluster[i] = nearest_centroid(x.data() + i * d, km).first;
+    ++sample_sizes[sample_cluster[i]];
+  }
+  json fit = {{"schema_version", kSchemaVersion},
+              {"corpus_documents", seen},
+              {"sample_documents", texts.size()},
+              {"embedder", embedder->type()},
+              {"dim", d},
+              {"k", km.k},
+              {"kmeans_objective", km.objective},
+              {"sample_cluster_sizes", sample_sizes},
+              {"top_terms", top_terms(texts, sample_cluster, k, 12)},
+              {"ingest", reader.report().to_json()}};
+  bool have_labels = !opts.corpus.label_field.empty();
+  if (have_labels) {
+    std::vector<std::int32_t> ids = encode_labels(labels), cl(sample_cluster.begin(), sample_cluster.end());
+    fit["sample_nmi"] = nmi(ids, cl);
+    fit["sample_purity"] = purity(ids, cl);
+    spdlog::info("partition fit: on the sample, NMI {:.3f}, purity {:.3f} against {}", fit["sample_nmi"].get<double>(),
+                 fit["sample_purity"].get<double>(), opts.corpus.label_field);
+  }
+
+  stdfs::path tmp = out / ".embedder.tmp";
+  std::error_code ec;
+  stdfs::remove_all(tmp, ec);
+  fs::ensure_dir(tmp);
+  embedder->save(tmp.string());
+  commit_dir(tmp, out / "embedder");
+  save_kmeans(opts.output, km);
+  fit["seconds"] = seconds_since(t0);
+  fs::write_json_atomic(out / "fit.json", fit);  // the step's marker, last
+  spdlog::info("partition fit: done in {:.1f} s", fit["seconds"].get<double>());
+}
+
+// ---------------------------------------------------------------------------------------------- assign
+
+void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
+  opts.validate();
+  require(num_shards >= 1 && shard >= 0 && shard < num_shards,
+          "shard " + std::to_string(shard) + " of " + std::to_string(num_shards) + " is out of range");
+  stdfs::path out(opts.output);
+  if (!stdfs::exists(out / "fit.json"))
+    throw UserError(opts.output + " holds no fitted partition (fit.json is missing): run `moin partition fit` first");
+  check_folder(opts, /*allow_reset=*/false);
+  stdfs::path final_dir = out / "work" / shard_dir_name(shard, num_shards);
+  if (stdfs::exists(final_dir / "done.json")) {
+    spdlog::info("partition assign: slice {} of {} already done", shard, num_shards);
+    return;
+  }
+  start_log(opts);
+  auto t0 = std::chrono::steady_clock::now();
+  // A killed run leaves only this temporary folder behind; it is started afresh.
+  stdfs::path tmp = out / "work" / ("." + shard_dir_name(shard, num_shards) + ".tmp");
+  std::error_code ec;
+  stdfs::remove_all(tmp, ec);
+  fs::ensure_dir(tmp);
+
+  auto embedder = load_embedder((out / "embedder").string());
+  KMeansResult km = load_kmeans(opts.output);
+  require(km.d == embedder->dim(), "centroids.npy has dimension " + std::to_string(km.d) + ", the embedder " +
+                                       std::to_string(embedder->dim()));
+  Tokenizer tok = Tokenizer::load(opts.tokenizer);
+  std::string tok_sha = sha256_file(opts.tokenizer);
+  TokenShardWriter writer((tmp / "tokens").string(), tok.vocab_size(), opts.tokenizer, tok_sha);
+  std::ofstream docs(tmp / "docs.jsonl", std::ios::binary);
+  if (!docs) throw std::runtime_error("cannot write " + (tmp / "docs.jsonl").string());
+
+  CorpusReader reader(opts.corpus);
+  reader.set_shard(shard, num_shards);
+  const int threads = thread_count(opts.threads);
+  Progress progress("assign " + std::to_string(shard) + "/" + std::to_string(num_shards), 0, "docs");
+  std::vector<std::int64_t> cluster_docs(km.k, 0), cluster_tokens(km.k, 0);
+  std::int64_t n_valid = 0;
+
+  std::vector<Document> batch;
+  double t_read = 0, t_embed = 0, t_tok = 0, t_write = 0;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    const std::size_t n = batch.size();
+    std::vector<std::string> texts(n);
+    for (std::size_t i = 0; i < n; ++i) texts[i].swap(batch[i].text);
+    auto t1 = std::chrono::steady_clock::now();
+    std::vector<float> x = embedder->embed(texts);
+    auto t2 = std::chrono::steady_clock::now();
+    t_embed += std::chrono::duration<double>(t2 - t1).count();
+    std::vector<std::vector<int>> ids(n);
+    std::vector<std::pair<int, float>> nearest(n);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    for (std::int64_t i = 0; i < static_cast<std::int64_t>(n); ++i) {
+      ids[i] = tok.encode(texts[i]);
+      nearest[i] = nearest_centroid(x.data() + i * km.d, km);
+    }
+    auto t3 = std::chrono::steady_clock::now();
+    t_tok += std::chrono::duration<double>(t3 - t2).count();
+    for (std::size_t i = 0; i < n; ++i) {
+      const Document& doc = batch[i];
+      bool valid = split_is_valid(doc, opts.valid_fraction, opts.seed);
+      writer.append(ids[i]);
+      int c = nearest[i].first;
+      ++cluster_docs[c];
+      cluster_tokens[c] += static_cast<std::int64_t>(ids[i].size());
+      n_valid += valid;
+      json line = {{"ordinal", doc.ordinal}, {"part", doc.part},   {"source", doc.source},
+                   {"line", doc.line},       {"label", doc.label}, {"cluster", c},
+                   {"distance", nearest[i].second}, {"split", valid ? "valid" : "train"},
+                   {"tokens", ids[i].size()}};
+      docs << line.dump() << '\n';
+    }
+    t_write += seconds_since(t3);
+    progress.add(static_cast<std::int64_t>(n));
+    batch.clear();
+  };
+  Document d;
+  auto t_r = std::chrono::steady_clock::now();
+  while (reader.next(d)) {
+    batch.push_back(std::move(d));
+    if (static_cast<int>(batch.size()) >= opts.batch_docs) {
+      t_read += seconds_since(t_r);
+      flush();
+      t_r = std::chrono::steady_clock::now();
+    }
+  }
+  t_read += seconds_since(t_r);
+  flush();
+  spdlog::info("partition assign: time in reading {:.1f} s, embedding {:.1f} s, tokenising + nearest centroid "
+               "{:.1f} s ({} threads), writing {:.1f} s", t_read, t_embed, t_tok, threads, t_write);
+  progress.finish();
+  writer.finish();
+  docs.flush();
+  if (!docs) throw std::runtime_error("write failed for " + (tmp / "docs.jsonl").string());
+  docs.close();
+  fs::write_json_atomic(tmp / "ingest.json", reader.report().to_json());
+  json done = {{"shard", shard},
+               {"num_shards", num_shards},
+               {"documents", writer.num_docs()},
+               {"tokens", writer.num_tokens()},
+               {"valid_documents", n_valid},
+               {"cluster_documents", cluster_docs},
+               {"cluster_tokens", cluster_tokens},
+               {"seconds", seconds_since(t0)}};
+  fs::write_json_atomic(tmp / "done.json", done);
+  fsync_file(tmp / "docs.jsonl");  // durable before the folder appears under its final name
+  commit_dir(tmp, final_dir);
+  spdlog::info("partition assign: slice {} of {}: {} documents, {} tokens ({} valid documents), {:.1f} s", shard,
+               num_shards, writer.num_docs(), writer.num_tokens(), n_valid, done["seconds"].get<double>());
+  spdlog::info("partition assign: ingest: {}", reader.report().summary());
+}
+
+// ----------------------------------------------------------------------------------------------- merge
+
+namespace {
+
+struct DocRef {
+  std::int64_t ordinal;
+  std::int32_t part;
+  std::int32_t shard;
+  std::int64_t local;  // index in the slice's token shard
+  std::int32_t cluster;
+  bool valid;
+};
+
+int detect_num_shards(const stdfs::path& work) {
+  std::map<int, int> done;  // num_shards -> complete slices
+  std::error_code ec;
+  if (!stdfs::is_directory(work)) return 0;
+  for (const auto& e : stdfs::directory_iterator(work, ec)) {
+    int s = 0, n = 0;
+    if (std::sscanf(e.path().filename().c_str(), "shard-%d-of-%d", &s, &n) == 2 && stdfs::exists(e.path() / "done.json"))
+      ++done[n];
+  }
+  if (done.size() == 1) return done.begin()->first;
+  if (done.empty()) return 0;
+  std::string list;
+  for (auto& [n, c] : done) list += (list.empty() ? "" : ", ") + std::to_string(n);
+  throw UserError("work/ holds slices of several runs (num_shards " + list + "): pass --num-shards");
+}
+
+std::string md_escape(std::string s) {
+  for (char& c : s)
+    if (c == '|' || c == '\n') c = ' ';
+  return s;
+}
+
+}  // namespace
+
+PartitionSummary partition_merge(const PartitionOptions& opts) {
+  opts.validate();
+  stdfs::path out(opts.output);
+  if (!stdfs::exists(out / "fit.json"))
+    throw UserError(opts.output + " holds no fitted partition (fit.json is missing): run `moin partition fit` first");
+  check_folder(opts, /*allow_reset=*/false);
+  PartitionSummary summary;
+  if (stdfs::exists(out / "manifest.json")) {
+    auto m = fs::read_json(out / "manifest.json");
+    spdlog::info("partition merge: already done ({})", (out / "manifest.json").string());
+    summary.clusters = m.value("k", 0);
+    summary.documents = m.value("documents", std::int64_t{0});
+    summary.tokens = m.value("tokens", std::int64_t{0});
+    summary.train_documents = m.value("train_documents", std::int64_t{0});
+    summary.valid_documents = m.value("valid_documents", std::int64_t{0});
+    summary.nmi = m.value("nmi", -1.0);
+    summary.purity = m.value("purity", -1.0);
+    return summary;
+  }
+  start_log(opts);
+  auto t0 = std::chrono::steady_clock::now();
+  int n_shards = opts.num_shards > 0 ? opts.num_shards : detect_num_shards(out / "work");
+  require(n_shards > 0, "partition merge: no finished slices in " + (out / "work").string() +
+                            ": run `moin partition assign` first");
+  std::vector<std::string> missing;
+  for (int s = 0; s < n_shards; ++s)
+    if (!stdfs::exists(out / "work" / shard_dir_name(s, n_shards) / "done.json")) missing.push_back(std::to_string(s));
+  require(missing.empty(), "partition merge: slices " + join(missing, ", ") + " of " + std::to_string(n_shards) +
+                               " are not finished: run `moin partition assign --shard I --num-shards " +
+                               std::to_string(n_shards) + "` for each");
+
+  KMeansResult km = load_kmeans(opts.output);
+  const int k = km.k;
+  auto fit = fs::read_json(out / "fit.json");
+
+  // Every document of every slice, put back in corpus order (ordinal, then piece).
+  std::vector<TokenShardReader> readers;
+  std::vector<DocRef> refs;
+  std::vector<std::string> labels;
+  IngestReport ingest;
+  ingest.max_examples = opts.corpus.max_examples;
+  for (int s = 0; s < n_shards; ++s) {
+    stdfs::path dir = out / "work" / shard_dir_name(s, n_shards);
+    readers.emplace_back((dir / "tokens").string());
+    ingest.merge(IngestReport::from_json(fs::read_json(dir / "ingest.json")));
+    std::ifstream in(dir / "docs.jsonl", std::ios::binary);
+    std::string line;
+    std::int64_t local = 0;
+    while (std::getline(in, line)) {
+      auto j = json::parse(line);
+      refs.push_back({j["ordinal"].get<std::int64_t>(), j["part"].get<std::int32_t>(), s, local++,
+                      j["cluster"].get<std::int32_t>(), j["split"] == "valid"});
+      labels.push_back(j["label"].get<std::string>());
+    }
+    require(local == readers.back().num_docs(), dir.string() + ": docs.jsonl and the token shard disagree");
+  }
+  std::vector<std::size_t> order(refs.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return refs[a].ordinal != refs[b].ordinal ? refs[a].ordinal < refs[b].ordinal : refs[a].part < refs[b].part;
+  });
+
+  // Per-cluster shards, written one at a time in corpus order.
+  std::vector<std::vector<std::size_t>> bucket(2 * static_cast<std::size_t>(k));
+  for (std::size_t i : order) bucket[2 * refs[i].cluster + (refs[i].valid ? 1 : 0)].push_back(i);
+  auto tok_info = readers.front().info();
+  json clusters = json::array();
+  std::vector<int> buf;
+  Progress progress("merge", static_cast<std::int64_t>(refs.size()), "docs");
+  for (int c = 0; c < k; ++c) {
+    json entry = {{"id", c}};
+    for (int v = 0; v < 2; ++v) {
+      const char* split = v ? "valid" : "train";
+      std::string rel = "clusters/" + std::to_string(c) + "/" + split;
+      TokenShardWriter w((out / rel).string(), tok_info.vocab_size, tok_info.tokenizer, tok_info.tokenizer_sha256);
+      for (std::size_t i : bucket[2 * c + v]) {
+        const auto& r = readers[refs[i].shard];
+        buf.resize(static_cast<std::size_t>(r.doc_length(refs[i].local)));
+        r.read_tokens(r.doc_offset(refs[i].local), static_cast<std::int64_t>(buf.size()), buf.data());
+        w.append(buf);
+      }
+      w.finish();
+      progress.add(w.num_docs());
+      entry[split] = {{"path", rel}, {"documents", w.num_docs()}, {"tokens", w.num_tokens()}};
+      summary.tokens += w.num_tokens();
+      (v ? summary.valid_documents : summary.train_documents) += w.num_docs();
+    }
+    entry["documents"] = entry["train"]["documents"].get<std::int64_t>() + entry["valid"]["documents"].get<std::int64_t>();
+    entry["tokens"] = entry["train"]["tokens"].get<std::int64_t>() + entry["valid"]["tokens"].get<std::int64_t>();
+    if (fit.contains("top_terms") && c < static_cast<int>(fit["top_terms"].size())) entry["top_terms"] = fit["top_terms"][c];
+    clusters.push_back(entry);
+  }
+  progress.finish();
+  summary.clusters = k;
+  summary.documents = static_cast<std::int64_t>(refs.size());
+
+  // assignments.jsonl: each slice's docs.jsonl is in corpus order, so reading them in step restores it.
+  fs::write_atomic_with(out / "assignments.jsonl", [&](const stdfs::path& tmp) {
+    std::ofstream o(tmp, std::ios::binary);
+    std::vector<std::ifstream> ins;
+    for (int s = 0; s < n_shards; ++s) ins.emplace_back(out / "work" / shard_dir_name(s, n_shards) / "docs.jsonl");
+    std::string line;
+    for (std::size_t i : order) {
+      std::getline(ins[refs[i].shard], line);
+      o << line << '\n';
+    }
+    o.flush();
+    if (!o) throw std::runtime_error("write failed for " + tmp.string());
+  });
+
+  // Report: sizes, distinctive words, and agreement with the labels when there are labels.
+  bool have_labels = !opts.corpus.label_field.empty() && !refs.empty();
+  json report = {{"k", k},
+                 {"documents", summary.documents},
+                 {"tokens", summary.tokens},
+                 {"train_documents", summary.train_documents},
+                 {"valid_documents", summary.valid_documents},
+                 {"clusters", clusters},
+                 {"ingest", ingest.to_json()},
+                 {"fit", {{"sample_documents", fit.value("sample_documents", 0)},
+                          {"kmeans_objective", fit.value("kmeans_objective", 0.0)},
+                          {"seconds", fit.value("seconds", 0.0)}}}};
+  std::vector<std::string> label_names;
+  std::vector<ClusterLabels> tops;
+  if (have_labels) {
+    std::vector<std::int32_t> ids = encode_labels(labels, &label_names), cl(refs.size());
+    for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].cluster;
+    Contingency t = contingency(ids, cl);
+    t.n_clusters = std::max(t.n_clusters, k);  // empty trailing clusters still count as clusters
+    t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
+    summary.nmi = nmi(t);
+    summary.purity = purity(t);
+    tops = top_labels(t, 3);
+    report["label_field"] = opts.corpus.label_field;
+    report["nmi"] = summary.nmi;
+    report["purity"] = summary.purity;
+    for (const auto& cl_top : tops) {
+      json tl = json::array();
+      for (const auto& [id, cnt] : cl_top.top) tl.push_back({{"label", label_names[id]}, {"documents", cnt}});
+      report["clusters"][cl_top.cluster]["top_labels"] = tl;
+    }
+  }
+  summary.seconds = seconds_since(t0);
+  fs::write_json_atomic(out / "report.json", report);
+
+  std::string md = "# Partition report\n\n";
+  md += std::to_string(summary.documents) + " documents (" + std::to_string(summary.train_documents) + " train, " +
+        std::to_string(summary.valid_documents) + " valid), " + std::to_string(summary.tokens) + " tokens, " +
+        std::to_string(k) + " clusters (embedder " + fit.value("embedder", std::string("?")) + ").\n\n";
+  if (have_labels) {
+    char buf2[160];
+    std::snprintf(buf2, sizeof buf2, "Against `%s`: NMI %.4f, purity %.4f.\n\n", opts.corpus.label_field.c_str(),
+                  summary.nmi, summary.purity);
+    md += buf2;
+  }
+  md += "| cluster | train docs | valid docs | train tokens | top labels | top terms (fit sample) |\n";
+  md += "| ---: | ---: | ---: | ---: | --- | --- |\n";
+  for (int c = 0; c < k; ++c) {
+    const auto& e = clusters[c];
+    std::string tl;
+    if (have_labels && c < static_cast<int>(tops.size()))
+      for (const auto& [id, cnt] : tops[c].top)
+        tl += (tl.empty() ? "" : ", ") + md_escape(label_names[id]) + " (" + std::to_string(cnt) + ")";
+    std::string terms;
+    if (e.contains("top_terms"))
+      for (const auto& w : e["top_terms"]) terms += (terms.empty() ? "" : " ") + md_escape(w.get<std::string>());
+    md += "| " + std::to_string(c) + " | " + std::to_string(e["train"]["documents"].get<std::int64_t>()) + " | " +
+          std::to_string(e["valid"]["documents"].get<std::int64_t>()) + " | " +
+          std::to_string(e["train"]["tokens"].get<std::int64_t>()) + " | " + tl + " | " + terms + " |\n";
+  }
+  md += "\nIngest: " + ingest.summary() + "\n";
+  for (int i = 0; i < kNumIssueKinds; ++i)
+    for (const auto& ex : ingest.examples[i]) md += "- " + std::string(issue_name(static_cast<IssueKind>(i))) + ": " + md_escape(ex) + "\n";
+  fs::write_atomic(out / "report.md", md);
+
+  json manifest = {{"format", "moin-partition"},
+                   {"schema_version", kSchemaVersion},
+                   {"moin_version", MOIN_VERSION},
+                   {"inputs", opts.corpus.inputs},
+                   {"options", config::to_json(opts)},
+                   {"k", k},
+                   {"embedder", {{"type", fit.value("embedder", std::string())}, {"dim", km.d}, {"path", "embedder"}}},
+                   {"centroids", {{"path", "centroids.npy"}, {"shape", {km.k, km.d}}, {"dtype", "float32"},
+                                  {"spherical", km.spherical}, {"kmeans", "kmeans.json"}}},
+                   {"tokenizer", {{"path", tok_info.tokenizer}, {"sha256", tok_info.tokenizer_sha256},
+                                  {"vocab_size", tok_info.vocab_size}, {"dtype", tok_info.dtype}}},
+                   {"num_shards", n_shards},
+                   {"documents", summary.documents},
+                   {"tokens", summary.tokens},
+                   {"train_documents", summary.train_documents},
+                   {"valid_documents", summary.valid_documents},
+                   {"valid_fraction", opts.valid_fraction},
+                   {"clusters", clusters},
+                   {"assignments", "assignments.jsonl"},
+                   {"report", "report.json"}};
+  if (have_labels) {
+    manifest["nmi"] = summary.nmi;
+    manifest["purity"] = summary.purity;
+  }
+  fs::write_json_atomic(out / "manifest.json", manifest);  // the partition's marker, last
+  spdlog::info("partition merge: {} clusters, {} documents, {} tokens{} in {:.1f} s", k, summary.documents,
+               summary.tokens,
+               have_labels ? fmt::format(", NMI {:.4f}, purity {:.4f}", summary.nmi, summary.purity) : std::string(),
+               summary.seconds);
+  return summary;
+}
+
+PartitionSummary run_partition(const PartitionOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
+  partition_fit(opts);
+  const int n = opts.num_shards > 0 ? opts.num_shards : 1;
+  if (opts.shard >= 0) {
+    partition_assign(opts, opts.shard, n);
+    return {};
+  }
+  for (int s = 0; s < n; ++s) partition_assign(opts, s, n);
+  PartitionOptions merge_opts = opts;
+  merge_opts.num_shards = n;
+  PartitionSummary summary = partition_merge(merge_opts);
+  summary.seconds = seconds_since(t0);
+  return summary;
+}
+
+}  // namespace moin

@@ -1,0 +1,317 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "moin/core/error.h"
+#include "moin/core/fs.h"
+#include "moin/data/token_shard.h"
+#include "moin/data/tokenizer.h"
+#include "moin/data/tokenizer_corpus.h"
+#include "moin/partition/partition.h"
+#include "test_util.h"
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using moin::test::TempDir;
+using json = nlohmann::json;
+
+// Three topics with their own words (plus shared filler), 120 documents each, labels in meta.topic.
+std::string synthetic_corpus(int per_topic = 120, unsigned seed = 5) {
+  const std::vector<std::vector<std::string>> topics = {
+      {"rocket", "orbit", "planet", "astronaut", "launch", "moon", "satellite", "telescope", "galaxy", "comet"},
+      {"flour", "oven", "recipe", "butter", "sugar", "bake", "dough", "kitchen", "whisk", "pastry"},
+      {"goal", "match", "team", "striker", "league", "referee", "season", "coach", "stadium", "penalty"}};
+  const std::vector<std::string> filler = {"really", "quite", "today", "people", "think", "good", "great", "many"};
+  const char* names[] = {"space", "baking", "football"};
+  std::mt19937 rng(seed);
+  std::string out;
+  for (int i = 0; i < per_topic * 3; ++i) {
+    int t = i % 3;
+    std::string text;
+    int n = 20 + static_cast<int>(rng() % 40);
+    for (int w = 0; w < n; ++w) {
+      const auto& pool = (rng() % 3 == 0) ? filler : topics[t];
+      text += pool[rng() % pool.size()];
+      text += (w % 12 == 11) ? ".\\n" : " ";
+    }
+    out += "{\"text\": \"" + text + "\", \"meta\": {\"topic\": \"" + names[t] + "\"}}\n";
+  }
+  return out;
+}
+
+struct Fixture {
+  TempDir dir;
+  std::string corpus, tokenizer;
+  Fixture() {
+    corpus = dir / "corpus.jsonl";
+    moin::test::write_file(corpus, synthetic_corpus());
+    // The tokenizer is trained on the JSONL corpus itself (through the corpus reader).
+    moin::TokenizerTrainOptions t;
+    t.input = {corpus};
+    t.model_prefix = dir / "tok";
+    t.vocab_size = 400;
+    moin::CorpusOptions c;
+    auto rep = moin::train_tokenizer_on_corpus(t, c);
+    EXPECT_EQ(rep.documents, 360);
+    tokenizer = dir / "tok.model";
+  }
+  moin::PartitionOptions options(const std::string& out) const {
+    moin::PartitionOptions o;
+    o.corpus.inputs = {corpus};
+    o.corpus.label_field = "meta.topic";
+    o.tokenizer = tokenizer;
+    o.output = out;
+    o.kmeans.k = 3;
+    o.kmeans.nredo = 3;
+    o.embedder.dim = 8;
+    o.embedder.max_features = 256;
+    o.valid_fraction = 0.1;
+    o.batch_docs = 50;  // several batches
+    o.threads = 2;
+    return o;
+  }
+};
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+TEST(Partition, EndToEndOnASyntheticLabelledCorpus) {
+  Fixture f;
+  std::string out = f.dir / "part";
+  auto s = moin::run_partition(f.options(out));
+  EXPECT_EQ(s.clusters, 3);
+  EXPECT_EQ(s.documents, 360);
+  EXPECT_GT(s.nmi, 0.9) << "three disjoint vocabularies must be found";
+  EXPECT_GT(s.purity, 0.95);
+  EXPECT_GT(s.valid_documents, 15);
+  EXPECT_LT(s.valid_documents, 60);
+
+  for (const char* f2 : {"manifest.json", "report.json", "report.md", "fit.json", "centroids.npy", "kmeans.json",
+                         "embedder/embedder.json", "assignments.jsonl", "partition.config.json", "moin.log"})
+    EXPECT_TRUE(stdfs::exists(stdfs::path(out) / f2)) << f2;
+  auto manifest = moin::fs::read_json(stdfs::path(out) / "manifest.json");
+  EXPECT_EQ(manifest["schema_version"], 1);
+  EXPECT_EQ(manifest["centroids"]["shape"], json::array({3, 8}));
+  EXPECT_EQ(manifest["documents"], 360);
+
+  // Every document's tokens sit in its cluster's shard, in corpus order, and decode to its text.
+  auto tok = moin::Tokenizer::load(f.tokenizer);
+  auto assignments = read_jsonl(out + "/assignments.jsonl");
+  ASSERT_EQ(assignments.size(), 360u);
+  std::vector<std::string> texts;
+  {
+    moin::CorpusOptions c;
+    c.inputs = {f.corpus};
+    moin::CorpusReader r(c);
+    moin::Document d;
+    while (r.next(d)) texts.push_back(d.text);
+  }
+  std::int64_t total_docs = 0, total_tokens = 0;
+  for (int c = 0; c < 3; ++c) {
+    for (const char* split : {"train", "valid"}) {
+      moin::TokenShardReader shard(out + "/clusters/" + std::to_string(c) + "/" + split);
+      EXPECT_EQ(manifest["clusters"][c][split]["documents"], shard.num_docs());
+      EXPECT_EQ(shard.info().tokenizer_sha256.size(), 64u);
+      std::int64_t j = 0;
+      for (std::size_t i = 0; i < assignments.size(); ++i) {
+        if (assignments[i]["cluster"] != c || assignments[i]["split"] != split) continue;
+        ASSERT_LT(j, shard.num_docs());
+        EXPECT_EQ(tok.decode(shard.doc(j)), texts[i]) << "cluster " << c << " " << split << " doc " << j;
+        EXPECT_EQ(assignments[i]["tokens"], shard.doc_length(j));
+        ++j;
+      }
+      EXPECT_EQ(j, shard.num_docs());
+      total_docs += shard.num_docs();
+      total_tokens += shard.num_tokens();
+    }
+  }
+  EXPECT_EQ(total_docs, 360);
+  EXPECT_EQ(total_tokens, s.tokens);
+
+  // The streaming assignment agrees with k-means' own assign() (faiss) on the saved state.
+  auto embedder = moin::load_embedder(out + "/embedder");
+  auto km = moin::load_kmeans(out);
+  auto x = embedder->embed(texts);
+  auto a = moin::assign(x.data(), static_cast<std::int64_t>(texts.size()), km);
+  for (std::size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(assignments[i]["cluster"], a.cluster[i]) << i;
+
+  auto report = moin::fs::read_json(stdfs::path(out) / "report.json");
+  EXPECT_NEAR(report["nmi"].get<double>(), s.nmi, 1e-12);
+  EXPECT_EQ(report["clusters"][0]["top_labels"].size(), 1u);
+  EXPECT_FALSE(report["clusters"][0]["top_terms"].empty());
+  EXPECT_EQ(report["ingest"]["documents"], 360);
+}
+
+// The byte comparison of two partition folders' outputs.
+void expect_same_outputs(const std::string& a, const std::string& b) {
+  for (int c = 0; c < 3; ++c)
+    for (const char* split : {"train", "valid"})
+      for (const char* ext : {".bin", ".idx", ".json"}) {
+        std::string rel = "/clusters/" + std::to_string(c) + "/" + split + ext;
+        EXPECT_EQ(moin::test::read_file(a + rel), moin::test::read_file(b + rel)) << rel;
+      }
+  EXPECT_EQ(moin::test::read_file(a + "/assignments.jsonl"), moin::test::read_file(b + "/assignments.jsonl"));
+}
+
+TEST(Partition, ShardedAssignmentAndMergeEqualsOneRun) {
+  Fixture f;
+  std::string one = f.dir / "one", sharded = f.dir / "sharded";
+  moin::run_partition(f.options(one));
+  // The sharded run starts from the same fit (as N processes would after one `fit`).
+  stdfs::create_directories(sharded);
+  for (const char* e : {"embedder", "centroids.npy", "kmeans.json", "fit.json", "partition.config.json"})
+    stdfs::copy(stdfs::path(one) / e, stdfs::path(sharded) / e, stdfs::copy_options::recursive);
+  auto o = f.options(sharded);
+  o.batch_docs = 7;  // different batches must not change anything
+  for (int s = 2; s >= 0; --s) moin::partition_assign(o, s, 3);
+  auto summary = moin::partition_merge(o);  // num_shards detected from work/
+  EXPECT_EQ(summary.documents, 360);
+  expect_same_outputs(one, sharded);
+  EXPECT_EQ(moin::fs::read_json(sharded + "/manifest.json")["num_shards"], 3);
+  // The ingest reports of the slices add up to one read.
+  EXPECT_EQ(moin::fs::read_json(sharded + "/report.json")["ingest"],
+            moin::fs::read_json(one + "/report.json")["ingest"]);
+}
+
+TEST(Partition, MergeRefusesMissingSlices) {
+  Fixture f;
+  std::string out = f.dir / "p";
+  auto o = f.options(out);
+  moin::partition_fit(o);
+  EXPECT_THROW(moin::partition_merge(o), moin::UserError);  // nothing assigned yet
+  moin::partition_assign(o, 0, 2);
+  try {
+    moin::partition_merge(o);
+    ADD_FAILURE() << "merge ran without slice 1";
+  } catch (const moin::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("slices 1 of 2"), std::string::npos) << e.what();
+  }
+  moin::partition_assign(o, 1, 2);
+  EXPECT_EQ(moin::partition_merge(o).documents, 360);
+}
+
+TEST(Partition, ResumesAndRefusesChangedOptions) {
+  Fixture f;
+  std::string out = f.dir / "p", ref = f.dir / "ref";
+  auto o = f.options(out);
+  moin::run_partition(o);
+  stdfs::create_directories(ref);
+  stdfs::copy(out + "/clusters", ref + "/clusters", stdfs::copy_options::recursive);
+  stdfs::copy(out + "/assignments.jsonl", ref + "/assignments.jsonl");
+  auto manifest_time = stdfs::last_write_time(out + "/manifest.json");
+  moin::run_partition(o);  // a finished stage: no-op
+  EXPECT_EQ(stdfs::last_write_time(out + "/manifest.json"), manifest_time);
+
+  // A killed run: merge outputs gone, one slice half-written (temporary folder), one cluster shard cut.
+  stdfs::remove(out + "/manifest.json");
+  stdfs::remove_all(out + "/work/shard-00000-of-00001");
+  stdfs::create_directories(out + "/work/.shard-00000-of-00001.tmp");
+  moin::test::write_file(out + "/work/.shard-00000-of-00001.tmp/tokens.bin", "garbage");
+  stdfs::resize_file(out + "/clusters/1/train.bin", 3);
+  moin::run_partition(o);
+  expect_same_outputs(ref, out);
+  EXPECT_FALSE(stdfs::exists(out + "/work/.shard-00000-of-00001.tmp"));
+
+  // Other options against a finished folder: an error naming the option, unless overwrite.
+  auto changed = o;
+  changed.kmeans.k = 2;
+  try {
+    moin::run_partition(changed);
+    ADD_FAILURE() << "changed options accepted";
+  } catch (const moin::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("kmeans.k"), std::string::npos) << e.what();
+  }
+  changed.threads = 1;  // not part of the fingerprint
+  changed.kmeans.k = 3;
+  EXPECT_NO_THROW(moin::run_partition(changed));
+  changed.kmeans.k = 2;
+  changed.overwrite = true;
+  EXPECT_EQ(moin::run_partition(changed).clusters, 2);
+}
+
+TEST(Partition, BadInputIsCountedOrStopsInStrictMode) {
+  Fixture f;
+  std::string bad = f.dir / "bad.jsonl";
+  moin::test::write_file(bad, synthetic_corpus(20) + "{\"text\": broken\n{\"text\": 5}\n");
+  auto o = f.options(f.dir / "p");
+  o.corpus.inputs = {bad};
+  o.corpus.label_field.clear();
+  auto s = moin::run_partition(o);
+  EXPECT_EQ(s.documents, 60);
+  EXPECT_LT(s.nmi, 0);  // no labels, no NMI
+  auto report = moin::fs::read_json(f.dir / "p/report.json");
+  EXPECT_EQ(report["ingest"]["issues"]["malformed_json"]["count"], 1);
+  EXPECT_EQ(report["ingest"]["issues"]["non_string_text"]["count"], 1);
+  EXPECT_NE(moin::test::read_file(f.dir / "p/report.md").find(bad + ":61"), std::string::npos);
+
+  o.output = f.dir / "strict";
+  o.corpus.strict = true;
+  try {
+    moin::run_partition(o);
+    ADD_FAILURE() << "strict mode read past bad input";
+  } catch (const moin::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find(bad + ":61"), std::string::npos) << e.what();
+  }
+  // Fewer documents than clusters.
+  moin::test::write_file(f.dir / "tiny.jsonl", "{\"text\": \"only one\"}\n");
+  o.corpus.inputs = {f.dir / "tiny.jsonl"};
+  o.output = f.dir / "tiny";
+  EXPECT_THROW(moin::run_partition(o), moin::UserError);
+}
+
+TEST(Partition, Cli) {
+  Fixture f;
+  std::string out = f.dir / "cli";
+  auto r = moin::test::run_moin("partition --input " + f.corpus +
+                                " --text-field text --label-field meta.topic --tokenizer " + f.tokenizer +
+                                " --clusters 3 --embedder tfidf --output " + out +
+                                " --set embedder.dim=8 --set embedder.max_features=256 --set kmeans.nredo=3 -q");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["documents"], 360);
+  EXPECT_GT(j["nmi"].get<double>(), 0.9);
+  // Later steps need only --output; a finished merge is a no-op.
+  r = moin::test::run_moin("partition merge --output " + out + " -q");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = moin::test::run_moin("partition --output " + out + " --clusters 4 -q");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("kmeans.k"), std::string::npos) << r.output;
+  r = moin::test::run_moin("partition assign --output " + (f.dir / "nothing") + " --shard 0 --num-shards 2 -q");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = moin::test::run_moin("partition --input " + f.corpus + " --output " + (f.dir / "x") + " -q");
+  EXPECT_EQ(r.exit_code, 2) << r.output;  // no tokenizer
+  EXPECT_NE(r.output.find("tokenizer"), std::string::npos) << r.output;
+  // tokenizer train reads JSONL through the corpus reader.
+  r = moin::test::run_moin("tokenizer train --input " + f.corpus + " --output " + (f.dir / "tok2") +
+                           " --vocab-size 400 -q");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(stdfs::exists(f.dir / "tok2.model"));
+}
+
+TEST(Partition, SharedCorpusValidSplit) {
+  MOIN_REQUIRE_SHARED_DATA(data);
+  TempDir dir;
+  moin::PartitionOptions o;
+  o.corpus.inputs = {data + "/corpus/valid.jsonl"};
+  o.corpus.label_field = "meta.pile_set_name";
+  o.tokenizer = data + "/models/stories260K/tok512.model";
+  o.output = dir / "p";
+  o.kmeans.k = 10;
+  auto s = moin::run_partition(o);
+  std::string raw = moin::test::read_file(data + "/corpus/valid.jsonl");
+  EXPECT_EQ(s.documents, std::count(raw.begin(), raw.end(), '\n'));
+  EXPECT_GT(s.nmi, 0.25);
+  moin::TokenShardReader r(dir / "p/clusters/0/train");
+  EXPECT_EQ(r.info().dtype, "uint16");
+  EXPECT_EQ(r.vocab_size(), 512);
+}
+
+}  // namespace
