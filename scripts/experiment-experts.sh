@@ -10,7 +10,7 @@
 #
 #   scripts/experiment-experts.sh [WORK_DIR]
 #   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS,
-#        JOBS (2), EVAL_TOKENS
+#        JOBS (2), EVAL_TOKENS, LORA_LR
 # Re-running skips finished steps (every step is resumable). Exit 1 when an expert does not beat both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +18,10 @@ MOIN=${MOIN:-build/bin/moin}
 DATA=${MOIN_SHARED_DATA:-../shared/data}
 WORK=${1:-experiment-experts}
 K=${K:-4}
-BUDGET=${BUDGET:-262144}               # training tokens per expert; the dense LoRA gets K times as many
+BUDGET=${BUDGET:-131072}               # training tokens per expert; the dense LoRA gets K times as many
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-300}  # base pre-training steps of 16 x 256 tokens
 JOBS=${JOBS:-2}
+LORA_LR=${LORA_LR:-0.01}                # peak learning rate of the experts and the dense LoRA
 EVAL_TOKENS=${EVAL_TOKENS:-16384}       # validation tokens per cluster (a fixed set of sequences)
 MODELS=$DATA/models/stories260K
 [ -f "$MODELS/tok512.model" ] || { echo "no $MODELS/tok512.model (set MOIN_SHARED_DATA)" >&2; exit 2; }
@@ -54,7 +55,7 @@ cat > "$WORK/train.json" <<JSON
   "seq_len": 256,
   "micro_batch": 8,
   "token_budget": $BUDGET,
-  "lr": 0.003,
+  "lr": $LORA_LR,
   "warmup_steps": 10,
   "min_lr_ratio": 0.1,
   "lora": {"r": 8, "alpha": 16},
