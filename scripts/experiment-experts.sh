@@ -9,7 +9,8 @@
 # and prints, per cluster, the validation loss of the base, of the dense LoRA and of the cluster's expert.
 #
 #   scripts/experiment-experts.sh [WORK_DIR]
-#   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS, JOBS
+#   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS,
+#        JOBS (2), EVAL_TOKENS, LORA_LR
 # Re-running skips finished steps (every step is resumable). Exit 1 when an expert does not beat both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,11 @@ MOIN=${MOIN:-build/bin/moin}
 DATA=${MOIN_SHARED_DATA:-../shared/data}
 WORK=${1:-experiment-experts}
 K=${K:-4}
-BUDGET=${BUDGET:-262144}               # training tokens per expert; the dense LoRA gets K times as many
+BUDGET=${BUDGET:-131072}               # training tokens per expert; the dense LoRA gets K times as many
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-300}  # base pre-training steps of 16 x 256 tokens
 JOBS=${JOBS:-2}
+LORA_LR=${LORA_LR:-0.01}                # peak learning rate of the experts and the dense LoRA
+EVAL_TOKENS=${EVAL_TOKENS:-16384}       # validation tokens per cluster (a fixed set of sequences)
 MODELS=$DATA/models/stories260K
 [ -f "$MODELS/tok512.model" ] || { echo "no $MODELS/tok512.model (set MOIN_SHARED_DATA)" >&2; exit 2; }
 mkdir -p "$WORK"
@@ -42,7 +45,7 @@ JSON
 "$MOIN" train --mode full --partition "$WORK/part" --output "$WORK/base" --resume --quiet \
   --set model_config="$WORK/base-config.json" --set max_steps="$PRETRAIN_STEPS" --set seq_len=256 \
   --set micro_batch=16 --set lr=0.006 --set warmup_steps=20 --set weight_decay=0.01 --set eval_every=0 \
-  --set eval_tokens=16384 --set checkpoint_every=100 --set log_every=50 --set device=cpu > /dev/null
+  --set eval_tokens="$EVAL_TOKENS" --set checkpoint_every=100 --set log_every=50 --set device=cpu > /dev/null
 echo "base: $(( $(date +%s) - T0 )) s"
 
 # 3. One train config for the experts and the dense baseline (same rank, same schedule).
@@ -52,12 +55,12 @@ cat > "$WORK/train.json" <<JSON
   "seq_len": 256,
   "micro_batch": 8,
   "token_budget": $BUDGET,
-  "lr": 0.003,
+  "lr": $LORA_LR,
   "warmup_steps": 10,
   "min_lr_ratio": 0.1,
   "lora": {"r": 8, "alpha": 16},
   "eval_every": 0,
-  "eval_tokens": 16384,
+  "eval_tokens": $EVAL_TOKENS,
   "checkpoint_every": 50,
   "log_every": 25,
   "device": "cpu"

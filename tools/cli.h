@@ -68,6 +68,8 @@ void register_eval_ppl(CLI::App* eval);  // under `eval`, called by register_eva
 void register_run(CLI::App& app);
 void register_partition(CLI::App& app);
 void register_eval_metrics(CLI::App& app);
+void register_train(CLI::App& app);
+void register_launch(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_init_model(CLI::App& app);
 void register_generate(CLI::App& app);
@@ -77,5 +79,7 @@ void register_embed(CLI::App& app);
 void register_train(CLI::App& app);
 void register_launch(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_partition(CLI::App& app);
+void register_eval_metrics(CLI::App& app);
 
 }  // namespace moin::cli

@@ -3,6 +3,8 @@
 
 #include "cli.h"
 #include "moin/data/tokenizer.h"
+#include "moin/train/launch.h"
+#include "moin/train/options.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/generate.h"
 #include "moin/model/llama2c.h"
@@ -15,6 +17,8 @@ namespace moin::cli {
 // Each stage's options struct, by the name used in `moin config NAME`.
 static json default_config(const std::string& name) {
   if (name == "tokenizer") return config::to_json(TokenizerTrainOptions{});
+  if (name == "train") return config::to_json(TrainOptions{});
+  if (name == "launch") return config::to_json(LaunchOptions{});
   if (name == "generate") return config::to_json(GenerateRunOptions{});
   if (name == "init-model") return config::to_json(InitModelOptions{});
   if (name == "convert") return config::to_json(Llama2cConvertOptions{});
@@ -23,6 +27,7 @@ static json default_config(const std::string& name) {
   if (name == "train") return config::to_json(TrainOptions{});
   if (name == "launch") return config::to_json(LaunchOptions{});
   throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
+  throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch, generate, init-model, convert, lora");
 }
 
 void register_config(CLI::App& app) {
@@ -31,6 +36,7 @@ void register_config(CLI::App& app) {
   static std::string stage;
   cmd->add_option("stage", stage, "stage name: tokenizer, generate, init-model, convert, lora")->required();
   cmd->add_option("stage", stage, "stage name: tokenizer, train, launch")->required();
+  cmd->add_option("stage", stage, "stage name: tokenizer, train, launch, generate, init-model, convert, lora")->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   moin::cli::register_run(app);
   moin::cli::register_partition(app);
   moin::cli::register_eval_metrics(app);
+  moin::cli::register_train(app);
+  moin::cli::register_launch(app);
   moin::cli::register_convert(app);
   moin::cli::register_init_model(app);
   moin::cli::register_generate(app);
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
   moin::cli::register_train(app);
   moin::cli::register_launch(app);
   moin::cli::register_inspect(app);
+  moin::cli::register_partition(app);
+  moin::cli::register_eval_metrics(app);
 
   try {
     app.parse(argc, argv);

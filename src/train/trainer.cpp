@@ -344,7 +344,7 @@ json train(const TrainOptions& o, bool resume) {
   auto diverged = [&](const std::string& what, std::int64_t at_step) {
     std::string last = latest_train_checkpoint(ckpt_dir.string());
     throw TrainingDiverged(what + " at step " + std::to_string(at_step + 1) + " (lr " +
-                           std::to_string(schedule.at(at_step)) + "); stopped without saving. Last good checkpoint: " +
+                           fmt::format("{:.3g}", schedule.at(at_step)) + "); stopped without saving. Last good checkpoint: " +
                            (last.empty() ? std::string("none") : last) +
                            ". Lower lr or raise warmup_steps, then --resume (or start over).");
   };

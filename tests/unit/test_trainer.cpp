@@ -277,7 +277,7 @@ TEST(Trainer, FullTrainingFromAConfigLowersTheLossAndSavesAModel) {
   o.device = "cpu";
   auto s = moin::train(o);
   EXPECT_EQ(s["steps"], 32);
-  EXPECT_LT(s["final_valid_loss"].get<double>(), s["initial_valid_loss"].get<double>() - 1.0) << s.dump();
+  EXPECT_LT(s["final_valid_loss"].get<double>(), s["initial_valid_loss"].get<double>() - 0.5) << s.dump();
   EXPECT_NEAR(s["initial_valid_loss"].get<double>(), std::log(512.0), 0.3);  // a random model
   ASSERT_TRUE(moin::is_llama_checkpoint(dir / "full"));
   auto m = moin::load_llama(dir / "full");
