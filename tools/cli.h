@@ -73,5 +73,7 @@ void register_init_model(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_lora(CLI::App& app);
+void register_train(CLI::App& app);
+void register_launch(CLI::App& app);
 
 }  // namespace moin::cli

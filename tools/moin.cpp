@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   moin::cli::register_generate(app);
   moin::cli::register_logits(app);
   moin::cli::register_lora(app);
+  moin::cli::register_train(app);
+  moin::cli::register_launch(app);
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,7 @@
 #include "moin/core/process.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -7,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+
+extern char** environ;
 
 namespace moin {
 
@@ -43,6 +47,84 @@ ProcessResult run_process(const std::vector<std::string>& argv, bool capture_out
   }
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
+                                 const std::map<std::string, std::string>& env, const std::string& output_file) {
+  if (argv.empty()) throw std::invalid_argument("ChildProcess::spawn: empty argv");
+  // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; e && *e; ++e) {
+    std::string entry(*e);
+    std::string key = entry.substr(0, entry.find('='));
+    if (env.count(key) == 0) env_strings.push_back(std::move(entry));
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, args;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int out_fd = -1;
+  if (!output_file.empty()) {
+    out_fd = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out_fd < 0) throw std::runtime_error("cannot open " + output_file + ": " + std::strerror(errno));
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    if (out_fd >= 0) ::close(out_fd);
+    throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
+  }
+  if (pid == 0) {
+    if (out_fd >= 0) {
+      ::dup2(out_fd, STDOUT_FILENO);
+      ::dup2(out_fd, STDERR_FILENO);
+    }
+    ::execve(args[0], args.data(), envp.data());
+    const char msg[] = "cannot execute the child program\n";
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  if (out_fd >= 0) ::close(out_fd);
+  ChildProcess c;
+  c.pid_ = pid;
+  return c;
+}
+
+ChildProcess::ChildProcess(ChildProcess&& o) noexcept : pid_(o.pid_), exit_code_(o.exit_code_) { o.pid_ = -1; }
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
+  pid_ = o.pid_;
+  exit_code_ = o.exit_code_;
+  o.pid_ = -1;
+  return *this;
+}
+
+static int decode_status(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::optional<int> ChildProcess::poll() {
+  if (exit_code_ || pid_ < 0) return exit_code_;
+  int status = 0;
+  pid_t r;
+  while ((r = ::waitpid(pid_, &status, WNOHANG)) < 0 && errno == EINTR) {
+  }
+  if (r == pid_) exit_code_ = decode_status(status);
+  return exit_code_;
+}
+
+int ChildProcess::wait() {
+  if (exit_code_ || pid_ < 0) return exit_code_.value_or(-1);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  exit_code_ = decode_status(status);
+  return *exit_code_;
+}
+
+void ChildProcess::kill(int signal) {
+  if (pid_ > 0 && !poll()) ::kill(pid_, signal);
 }
 
 std::string executable_dir() {

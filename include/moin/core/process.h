@@ -1,5 +1,7 @@
 // Child processes: helper binaries (moin_spm_train) and, later, one training job per expert.
 #pragma once
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,38 @@ struct ProcessResult {
 
 // Runs argv[0] (a path) with the arguments, waits, and returns its exit code and (optionally) its output.
 ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output = true);
+
+// A child process started without waiting (the launcher runs one training job per GPU at a time).
+// Not copyable; a running child left behind is neither killed nor reaped by the destructor (detach).
+class ChildProcess {
+ public:
+  // Starts argv[0] (a path) with the arguments. `env` entries are set in (or override) the child's copy
+  // of the environment. With `output_file`, the child's stdout and stderr are appended there; otherwise
+  // they are inherited. Throws std::runtime_error when fork fails; a program that cannot be executed
+  // exits 127.
+  static ChildProcess spawn(const std::vector<std::string>& argv,
+                            const std::map<std::string, std::string>& env = {},
+                            const std::string& output_file = "");
+
+  ChildProcess(ChildProcess&& o) noexcept;
+  ChildProcess& operator=(ChildProcess&& o) noexcept;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess() = default;
+
+  int pid() const { return pid_; }
+  // The exit code (128 + signal when killed) once the child has ended; nullopt while it runs. Non-blocking.
+  std::optional<int> poll();
+  // Blocks until the child ends; its exit code.
+  int wait();
+  // Sends `signal` (SIGTERM by default) while it runs.
+  void kill(int signal = 15);
+
+ private:
+  ChildProcess() = default;
+  int pid_ = -1;
+  std::optional<int> exit_code_;
+};
 
 // Folder of the running executable (/proc/self/exe).
 std::string executable_dir();

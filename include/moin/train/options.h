@@ -1,0 +1,111 @@
+// The options of one training run (`moin train`): an expert (one LoRA adapter on one cluster of a
+// partition), the dense-LoRA baseline (one LoRA adapter of the same rank on every cluster's data, with the
+// experts' total token budget), or full-parameter training (pre-training a small base from scratch, or
+// continued pre-training of a base on the tokens the experts saw).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "moin/core/config.h"
+#include "moin/model/lora.h"
+
+namespace moin {
+
+struct TrainOptions {
+  // What is trained, on which data, from which base, to where.
+  std::string mode = "expert";
+  std::string partition;
+  int cluster = -1;
+  std::string base;
+  std::string model_config;
+  std::string output;
+  LoraOptions lora;
+
+  // Batches and budget.
+  int seq_len = 256;
+  int micro_batch = 8;
+  int grad_accum = 1;
+  std::int64_t token_budget = 0;
+  std::int64_t max_steps = 0;
+  bool add_bos = true;
+
+  // Optimizer and schedule.
+  double lr = 2e-4;
+  std::int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;
+
+  // Evaluation, checkpoints, logs.
+  std::int64_t eval_every = 100;
+  std::int64_t eval_tokens = 16384;
+  std::int64_t checkpoint_every = 100;
+  int keep_checkpoints = 2;
+  std::int64_t log_every = 10;
+
+  // Reproducibility and hardware.
+  std::uint64_t seed = 0;
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int num_threads = 0;
+  double peak_tflops = 0.0;
+
+  // Testing hooks.
+  std::int64_t fault_nan_at_step = -1;
+  double fault_sleep_s = 0.0;
+
+  template <class V> void visit(V& v) {
+    v("mode", mode,
+      "expert (one LoRA adapter on one cluster), dense-lora (one LoRA adapter on every cluster's data) or "
+      "full (every parameter: pre-training or continued pre-training)");
+    v("partition", partition, "partition folder (manifest.json, clusters/<k>/train.bin|valid.bin)");
+    v("cluster", cluster, "cluster trained on (expert mode); -1 in dense-lora/full: every cluster");
+    v("base", base, "base model folder (Hugging Face layout); empty in full mode: start from model_config");
+    v("model_config", model_config,
+      "full mode without a base: config.json of the model to initialise randomly (seeded by seed)");
+    v("output", output, "output folder (adapter or model, summary.json, metrics.jsonl, checkpoints/)");
+    v("lora", lora, "the LoRA adapter (expert and dense-lora modes)");
+    v("seq_len", seq_len, "tokens per training sequence (documents are packed, EOS between them)");
+    v("micro_batch", micro_batch, "sequences per forward/backward pass");
+    v("grad_accum", grad_accum, "micro-batches accumulated per optimizer step");
+    v("token_budget", token_budget,
+      "training tokens per cluster (0: use max_steps); runs over several clusters (dense-lora, full on a "
+      "partition) train on token_budget x clusters, the experts' total");
+    v("max_steps", max_steps, "optimizer steps (used when token_budget is 0)");
+    v("add_bos", add_bos, "start every packed document with BOS (EOS always ends one)");
+    v("lr", lr, "peak learning rate");
+    v("warmup_steps", warmup_steps, "linear warmup from lr/warmup_steps to lr over this many steps");
+    v("min_lr_ratio", min_lr_ratio, "cosine decay ends at lr x min_lr_ratio at the last step");
+    v("beta1", beta1, "AdamW beta1");
+    v("beta2", beta2, "AdamW beta2");
+    v("eps", eps, "AdamW epsilon");
+    v("weight_decay", weight_decay, "AdamW decoupled weight decay (never on 1-D parameters: norms, biases)");
+    v("grad_clip", grad_clip, "clip the global gradient norm to this (0 disables)");
+    v("eval_every", eval_every, "validation every N steps (0: only at the start and the end)");
+    v("eval_tokens", eval_tokens, "validation tokens per cluster: a fixed set of sequences of the valid split");
+    v("checkpoint_every", checkpoint_every, "checkpoint every N steps (0: only at the end)");
+    v("keep_checkpoints", keep_checkpoints, "checkpoints kept in checkpoints/ (older ones are deleted)");
+    v("log_every", log_every, "a metrics.jsonl line (and a log line) every N steps");
+    v("seed", seed, "seed of the data order, of dropout and of a from-scratch model");
+    v("device", device, "auto (CUDA when available), cpu, cuda or cuda:N");
+    v("dtype", dtype, "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16 (autocast)");
+    v("num_threads", num_threads, "CPU threads for torch (0: torch's default)");
+    v("peak_tflops", peak_tflops,
+      "device peak (dense bf16 TFLOP/s) for MFU; 0: known GPUs by name, none on CPU");
+    v("fault_nan_at_step", fault_nan_at_step, "testing: make the loss NaN at this step (-1: never)");
+    v("fault_sleep_s", fault_sleep_s, "testing: sleep this long after each step (to kill a run mid-way)");
+  }
+
+  void validate() const;
+
+  bool lora_mode() const { return mode != "full"; }
+  // Tokens one optimizer step consumes.
+  std::int64_t tokens_per_step() const {
+    return static_cast<std::int64_t>(seq_len) * micro_batch * grad_accum;
+  }
+};
+
+}  // namespace moin

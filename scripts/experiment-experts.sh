@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The experts-vs-baselines experiment on a tiny CPU setup (about 10 minutes on 2 idle cores):
+#   part     the shared multi-domain corpus partitioned into K clusters (tf-idf + k-means), tokenised with
+#            stories260K's 512-token SentencePiece model
+#   base     a small Llama (hidden 64, 4 layers, 0.2M parameters) pre-trained from scratch by
+#            `moin train --mode full` on every cluster (the whole corpus), then frozen
+#   experts  one LoRA expert per cluster (moin launch, JOBS CPU jobs at a time)
+#   dense    one LoRA of the same rank on every cluster's data, the experts' total token budget
+# and prints, per cluster, the validation loss of the base, of the dense LoRA and of the cluster's expert.
+#
+#   scripts/experiment-experts.sh [WORK_DIR]
+#   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS, JOBS
+# Re-running skips finished steps (every step is resumable). Exit 1 when an expert does not beat both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MOIN=${MOIN:-build/bin/moin}
+DATA=${MOIN_SHARED_DATA:-../shared/data}
+WORK=${1:-experiment-experts}
+K=${K:-4}
+BUDGET=${BUDGET:-262144}               # training tokens per expert; the dense LoRA gets K times as many
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-300}  # base pre-training steps of 16 x 256 tokens
+JOBS=${JOBS:-2}
+MODELS=$DATA/models/stories260K
+[ -f "$MODELS/tok512.model" ] || { echo "no $MODELS/tok512.model (set MOIN_SHARED_DATA)" >&2; exit 2; }
+mkdir -p "$WORK"
+T0=$(date +%s)
+
+# 1. The partition: K clusters of the corpus, tokenised with tok512.
+if [ ! -f "$WORK/part/manifest.json" ]; then
+  "$MOIN" partition --input "$DATA/corpus/train.jsonl" --text-field text --label-field meta.pile_set_name \
+    --tokenizer "$MODELS/tok512.model" --clusters "$K" --embedder tfidf --valid-fraction 0.05 \
+    --output "$WORK/part"
+fi
+echo "partition: $(( $(date +%s) - T0 )) s"
+
+# 2. The base: pre-trained from scratch on every cluster (full mode), then frozen for the experts.
+cat > "$WORK/base-config.json" <<JSON
+{"vocab_size": 512, "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 4,
+ "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+ "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2}
+JSON
+"$MOIN" train --mode full --partition "$WORK/part" --output "$WORK/base" --resume --quiet \
+  --set model_config="$WORK/base-config.json" --set max_steps="$PRETRAIN_STEPS" --set seq_len=256 \
+  --set micro_batch=16 --set lr=0.006 --set warmup_steps=20 --set weight_decay=0.01 --set eval_every=0 \
+  --set eval_tokens=16384 --set checkpoint_every=100 --set log_every=50 --set device=cpu > /dev/null
+echo "base: $(( $(date +%s) - T0 )) s"
+
+# 3. One train config for the experts and the dense baseline (same rank, same schedule).
+cat > "$WORK/train.json" <<JSON
+{
+  "base": "$WORK/base",
+  "seq_len": 256,
+  "micro_batch": 8,
+  "token_budget": $BUDGET,
+  "lr": 0.003,
+  "warmup_steps": 10,
+  "min_lr_ratio": 0.1,
+  "lora": {"r": 8, "alpha": 16},
+  "eval_every": 0,
+  "eval_tokens": 16384,
+  "checkpoint_every": 50,
+  "log_every": 25,
+  "device": "cpu"
+}
+JSON
+
+# 4. The experts, JOBS CPU jobs at a time.
+"$MOIN" launch --partition "$WORK/part" --config "$WORK/train.json" --output "$WORK/experts" \
+  --jobs "$JOBS" --gpus none
+echo "experts: $(( $(date +%s) - T0 )) s"
+
+# 5. The dense-LoRA baseline: every cluster, K x the budget.
+"$MOIN" train --mode dense-lora --partition "$WORK/part" --config "$WORK/train.json" \
+  --output "$WORK/dense" --resume --quiet > /dev/null
+echo "dense: $(( $(date +%s) - T0 )) s"
+
+# 6. The table.
+python3 - "$WORK" "$K" <<'PY'
+import json, sys
+work, k = sys.argv[1], int(sys.argv[2])
+dense = json.load(open(f"{work}/dense/summary.json"))
+print(f"{'cluster':>7} {'base':>8} {'dense-LoRA':>11} {'expert':>8}  expert best")
+ok = True
+for c in range(k):
+    e = json.load(open(f"{work}/experts/{c}/summary.json"))
+    base, expert = e["initial_valid_loss"], e["final_valid_loss"]
+    d = dense["valid_loss_per_cluster"][str(c)]["final"]
+    good = expert < d and expert < base
+    ok &= good
+    print(f"{c:>7} {base:8.4f} {d:11.4f} {expert:8.4f}  {'yes' if good else 'NO'}")
+e_tok = sum(json.load(open(f"{work}/experts/{c}/summary.json"))["tokens_seen"] for c in range(k))
+print(f"training tokens: experts {e_tok} in total, dense LoRA {dense['tokens_seen']}")
+sys.exit(0 if ok else 1)
+PY
+echo "total time: $(( $(date +%s) - T0 )) s"
