@@ -11,8 +11,14 @@
 #include "moin/model/lora.h"
 #include "moin/train/launch.h"
 #include "moin/train/options.h"
+#include "moin/eval/perplexity.h"
+#include "moin/eval/routing_eval.h"
+#include "moin/partition/partition.h"
+#include "moin/run/pipeline.h"
 
 namespace moin::cli {
+
+#define STAGES "tokenizer, generate, init-model, convert, lora, train, launch, partition, eval-ppl, eval-routing, run"
 
 // Each stage's options struct, by the name used in `moin config NAME`.
 static json default_config(const std::string& name) {
@@ -28,6 +34,11 @@ static json default_config(const std::string& name) {
   if (name == "launch") return config::to_json(LaunchOptions{});
   throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch");
   throw UserError("config: unknown stage '" + name + "'; known: tokenizer, train, launch, generate, init-model, convert, lora");
+  if (name == "partition") return config::to_json(PartitionOptions{});
+  if (name == "eval-ppl") return config::to_json(PplOptions{});
+  if (name == "eval-routing") return config::to_json(RoutingEvalOptions{});
+  if (name == "run") return config::to_json(RunOptions{});
+  throw UserError("config: unknown stage '" + name + "'; known: " STAGES);
 }
 
 void register_config(CLI::App& app) {
@@ -37,6 +48,7 @@ void register_config(CLI::App& app) {
   cmd->add_option("stage", stage, "stage name: tokenizer, generate, init-model, convert, lora")->required();
   cmd->add_option("stage", stage, "stage name: tokenizer, train, launch")->required();
   cmd->add_option("stage", stage, "stage name: tokenizer, train, launch, generate, init-model, convert, lora")->required();
+  cmd->add_option("stage", stage, "stage name: " STAGES)->required();
   set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
 }
 

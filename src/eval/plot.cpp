@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -93,7 +94,13 @@ bool plot_lines(const std::string& png, const std::string& title, const std::str
   fs::write_atomic(data, d.str());
   std::ostringstream s;
   s << header(png, title) << "set xlabel " << quote(xlabel) << "\nset ylabel " << quote(ylabel) << "\n";
+  s << "set key inside bottom right\n";
   if (log_x) s << "set logscale x 2\n";
+  if (!x.empty()) {  // a margin so the first and last ticks are drawn
+    double lo = *std::min_element(x.begin(), x.end()), hi = *std::max_element(x.begin(), x.end());
+    if (log_x) s << "set xrange [" << lo / 1.25 << ":" << hi * 1.25 << "]\n";
+    else s << "set xrange [" << lo - 0.05 * (hi - lo) << ":" << hi + 0.05 * (hi - lo) << "]\n";
+  }
   s << "set xtics (";
   for (std::size_t i = 0; i < x.size(); ++i) s << (i ? ", " : "") << x[i];
   s << ")\nplot ";

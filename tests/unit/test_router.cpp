@@ -132,7 +132,7 @@ std::shared_ptr<const moin::Tokenizer> tiny_tokenizer(const TempDir& dir) {
   moin::TokenizerTrainOptions o;
   o.input = {corpus};
   o.model_prefix = dir / "tok";
-  o.vocab_size = 200;
+  o.vocab_size = 320;  // byte fallback needs 256 + the meta pieces
   moin::train_tokenizer(o);
   return std::make_shared<const moin::Tokenizer>(moin::Tokenizer::load(dir / "tok.model"));
 }
