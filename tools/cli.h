@@ -76,10 +76,6 @@ void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_lora(CLI::App& app);
 void register_embed(CLI::App& app);
-void register_train(CLI::App& app);
-void register_launch(CLI::App& app);
 void register_inspect(CLI::App& app);
-void register_partition(CLI::App& app);
-void register_eval_metrics(CLI::App& app);
 
 }  // namespace moin::cli

@@ -29,11 +29,7 @@ int main(int argc, char** argv) {
   moin::cli::register_logits(app);
   moin::cli::register_lora(app);
   moin::cli::register_embed(app);
-  moin::cli::register_train(app);
-  moin::cli::register_launch(app);
   moin::cli::register_inspect(app);
-  moin::cli::register_partition(app);
-  moin::cli::register_eval_metrics(app);
 
   try {
     app.parse(argc, argv);
