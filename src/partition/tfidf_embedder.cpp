@@ -103,7 +103,10 @@ class TfidfEmbedder : public Embedder {
   // Hash buckets of a document's unigrams and bigrams, sorted, with counts.
   Bag buckets(std::string_view text) const;
   // TF-IDF row of a document over the kept features: ids and L2-normalised weights.
-  void tfidf_row(std::string_view text, std::vector<std::int32_t>& ids, std::vector<float>& w) const;
+  void tfidf_row(std::string_view text, std::vector<std::int32_t>& ids, std::vector<float>& w) const {
+    tfidf_row(buckets(text), ids, w);
+  }
+  void tfidf_row(const Bag& bag, std::vector<std::int32_t>& ids, std::vector<float>& w) const;
   void build_bucket_map();
 
   EmbedderOptions opts_;
@@ -139,8 +142,7 @@ Bag TfidfEmbedder::buckets(std::string_view text) const {
   return bag;
 }
 
-void TfidfEmbedder::tfidf_row(std::string_view text, std::vector<std::int32_t>& ids, std::vector<float>& w) const {
-  Bag bag = buckets(text);
+void TfidfEmbedder::tfidf_row(const Bag& bag, std::vector<std::int32_t>& ids, std::vector<float>& w) const {
   ids.clear();
   w.clear();
   double norm = 0;
@@ -207,14 +209,15 @@ void TfidfEmbedder::fit(const std::vector<std::string>& docs) {
   const std::int64_t F = std::int64_t(kept.size());
   idf_.resize(F);
   for (std::int64_t f = 0; f < F; ++f) idf_[f] = float(std::log((1.0 + double(ns)) / (1.0 + df[kept[f]])) + 1.0);
-  bags.clear();
-  bags.shrink_to_fit();
 
   // The sample's TF-IDF matrix, CSR [ns x F] and its transpose (CSC) for X^T Q.
   std::vector<std::vector<std::int32_t>> rid(ns);
   std::vector<std::vector<float>> rw(ns);
 #pragma omp parallel for schedule(dynamic, 32) num_threads(T)
-  for (std::int64_t i = 0; i < std::int64_t(ns); ++i) tfidf_row(docs[pick[i]], rid[i], rw[i]);
+  for (std::int64_t i = 0; i < std::int64_t(ns); ++i) {
+    tfidf_row(bags[i], rid[i], rw[i]);
+    bags[i] = Bag();
+  }
   std::vector<std::int64_t> rp(ns + 1, 0), cp(F + 1, 0);
   for (std::size_t i = 0; i < ns; ++i) {
     rp[i + 1] = rp[i] + std::int64_t(rid[i].size());
@@ -238,6 +241,7 @@ void TfidfEmbedder::fit(const std::vector<std::string>& docs) {
   rid.clear();
   rw.clear();
 
+  const double t_matrix = seconds_since(t0);
   // Randomized SVD (Halko, Martinsson, Tropp 2011): range of X^T through power iterations.
   const int l = std::min<std::int64_t>(std::min<std::int64_t>(F, std::int64_t(ns)), keep_dims + 16);
   require(l >= keep_dims, "tfidf: fit on at least dim + drop_components = " + std::to_string(keep_dims) + " documents");
@@ -275,9 +279,10 @@ void TfidfEmbedder::fit(const std::vector<std::string>& docs) {
   x_times(omega.data_ptr<float>(), y.data_ptr<float>());
   for (int it = 0; it < opts_.power_iterations; ++it) {
     torch::Tensor q = orth(y);
+    // z = X^T Q needs no re-orthonormalisation of its own: Q is orthonormal, and the next orth(y) fixes
+    // the scale (this saves a QR of the large [F x l] matrix per iteration).
     xt_times(q.data_ptr<float>(), z.data_ptr<float>());
-    torch::Tensor qz = orth(z);
-    x_times(qz.data_ptr<float>(), y.data_ptr<float>());
+    x_times(z.data_ptr<float>(), y.data_ptr<float>());
   }
   torch::Tensor q = orth(y);
   xt_times(q.data_ptr<float>(), z.data_ptr<float>());  // z = X^T Q = B^T, B = Q^T X [l x F]
@@ -288,13 +293,19 @@ void TfidfEmbedder::fit(const std::vector<std::string>& docs) {
   evecs = evecs.flip(1);
   torch::Tensor sv = evals.sqrt();
   torch::Tensor u = zd.mm(evecs) / sv.unsqueeze(0);  // [F x l], unit columns
-  torch::Tensor p = u.narrow(1, opts_.drop_components, opts_.dim).to(torch::kFloat).contiguous();
+  torch::Tensor p = u.narrow(1, opts_.drop_components, opts_.dim);
+  if (opts_.whiten > 0) {
+    // Equalise the directions' spread (relative to the first kept one, so magnitudes stay near 1).
+    torch::Tensor s = sv.narrow(0, opts_.drop_components, opts_.dim);
+    p = p * (s / s[0]).pow(-opts_.whiten).unsqueeze(0);
+  }
+  p = p.to(torch::kFloat).contiguous();
   projection_.assign(p.data_ptr<float>(), p.data_ptr<float>() + F * opts_.dim);
   fitted_ = true;
   auto svh = sv.narrow(0, 0, std::min<std::int64_t>(4, l));
-  spdlog::info("tfidf: fitted on {} documents in {:.2f}s: {} features ({} buckets survive min_df {}), dim {}, "
+  spdlog::info("tfidf: fitted on {} documents in {:.2f}s ({:.2f}s to TF-IDF, then the SVD): {} features ({} buckets survive min_df {}), dim {}, "
                "top singular values {:.3f} {:.3f} {:.3f}",
-               ns, seconds_since(t0), F, std::count_if(df.begin(), df.end(), [&](std::int32_t c) { return c >= opts_.min_df; }),
+               ns, seconds_since(t0), t_matrix, F, std::count_if(df.begin(), df.end(), [&](std::int32_t c) { return c >= opts_.min_df; }),
                opts_.min_df, opts_.dim, svh[0].item<double>(), svh[1].item<double>(), svh[2].item<double>());
 }
 

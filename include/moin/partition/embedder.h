@@ -38,8 +38,9 @@ struct EmbedderOptions {
   int min_df = 2;
   double max_df = 0.5;
   bool sublinear_tf = true;
-  bool stop_words = true;
+  bool stop_words = false;
   int drop_components = 0;
+  double whiten = 0.0;
   int power_iterations = 4;
   std::int64_t max_chars = 20000;
   std::uint64_t seed = 1234;
@@ -63,8 +64,9 @@ struct EmbedderOptions {
     v("min_df", min_df, "tfidf: drop buckets present in fewer than this many sample documents");
     v("max_df", max_df, "tfidf: drop buckets present in more than this fraction of sample documents");
     v("sublinear_tf", sublinear_tf, "tfidf: term frequency 1 + log(tf) instead of tf");
-    v("stop_words", stop_words, "tfidf: remove English stop words (scikit-learn's list)");
+    v("stop_words", stop_words, "tfidf: remove English stop words (scikit-learn's list; off by default: function words tell sources apart)");
     v("drop_components", drop_components, "tfidf: drop the first N singular directions (the first is the corpus mean direction)");
+    v("whiten", whiten, "tfidf: scale SVD direction i by singular_value_i^-whiten (0 = plain SVD, 1 = full whitening)");
     v("power_iterations", power_iterations, "tfidf: power iterations of the randomized SVD (more = more accurate)");
     v("max_chars", max_chars, "tfidf: only the first N characters of a document are read (0 = all)");
     v("seed", seed, "tfidf: seed of the fit sample and of the randomized SVD");
@@ -85,6 +87,7 @@ struct EmbedderOptions {
     require(min_df >= 1, "embedder.min_df must be >= 1");
     require(max_df > 0 && max_df <= 1, "embedder.max_df must be in (0, 1]");
     require(drop_components >= 0 && drop_components < dim, "embedder.drop_components must be in [0, dim)");
+    require(whiten >= 0 && whiten <= 2, "embedder.whiten must be in [0, 2]");
     require(power_iterations >= 0, "embedder.power_iterations must be >= 0");
     require(max_chars >= 0, "embedder.max_chars must be >= 0");
     require(threads >= 0, "embedder.threads must be >= 0");
