@@ -219,7 +219,15 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     l["output"] = c.path("experts");
     l["jobs"] = opts.jobs;
     l["moin"] = c.moin;
-    child(c, "experts", {"launch", "--config", write_config(c, "launch", l)});
+    // `moin launch --config` names the train config every job uses; the launcher's own keys go as --set.
+    write_config(c, "launch", l);
+    std::vector<std::string> args{"launch", "--config", l["config"].get<std::string>()};
+    for (auto it = l.begin(); it != l.end(); ++it) {
+      if (it.key() == "config") continue;
+      args.push_back("--set");
+      args.push_back(it.key() + "=" + (it.value().is_string() ? it.value().get<std::string>() : it.value().dump()));
+    }
+    child(c, "experts", args);
     return json::object();
   });
 
