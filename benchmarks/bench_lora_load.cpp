@@ -38,20 +38,10 @@ int main(int argc, char** argv) {
 
   // The base's weights are allocated but never touched: only their shapes, device and dtype matter here.
   moin::NamedLinears base;
-  auto add = [&](const std::string& name, std::int64_t in, std::int64_t out) {
-    moin::Linear lin(in, out);
+  for (const auto& p : moin::llama_projection_shapes(layers, h, kv, m)) {
+    moin::Linear lin(p.in_features, p.out_features);
     lin->weight = lin->weight.to(device, dtype);  // empty() pages on the CPU stay untouched
-    base.emplace_back(name, lin);
-  };
-  for (int l = 0; l < layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "self_attn.q_proj", h, h);
-    add(p + "self_attn.k_proj", h, kv);
-    add(p + "self_attn.v_proj", h, kv);
-    add(p + "self_attn.o_proj", h, h);
-    add(p + "mlp.gate_proj", h, m);
-    add(p + "mlp.up_proj", h, m);
-    add(p + "mlp.down_proj", m, h);
+    base.emplace_back(p.name, lin);
   }
   moin::LoraOptions opts;
   opts.r = rank;

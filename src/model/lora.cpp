@@ -179,6 +179,22 @@ const std::vector<std::string>& llama_projection_names() {
   return names;
 }
 
+std::vector<ProjectionShape> llama_projection_shapes(int layers, std::int64_t hidden, std::int64_t kv_width,
+                                                     std::int64_t intermediate) {
+  std::vector<ProjectionShape> out;
+  for (int l = 0; l < layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    out.push_back({p + "self_attn.q_proj", hidden, hidden});
+    out.push_back({p + "self_attn.k_proj", hidden, kv_width});
+    out.push_back({p + "self_attn.v_proj", hidden, kv_width});
+    out.push_back({p + "self_attn.o_proj", hidden, hidden});
+    out.push_back({p + "mlp.gate_proj", hidden, intermediate});
+    out.push_back({p + "mlp.up_proj", hidden, intermediate});
+    out.push_back({p + "mlp.down_proj", intermediate, hidden});
+  }
+  return out;
+}
+
 void LoraOptions::validate() const {
   require(r > 0, "lora: r must be positive (got " + std::to_string(r) + ")");
   require(std::isfinite(alpha) && alpha > 0, "lora: alpha must be positive");

@@ -15,6 +15,7 @@
 #include "moin/data/tokenizer.h"
 #include "moin/eval/perplexity.h"
 #include "moin/eval/routing_eval.h"
+#include "moin/train/options.h"
 
 namespace moin {
 
@@ -118,6 +119,26 @@ std::string adapter_dir_in(const std::string& dir) {
   for (const auto& p : {stdfs::path(dir), stdfs::path(dir) / "adapter", stdfs::path(dir) / "final"})
     if (stdfs::exists(p / "adapter_config.json")) return p.string();
   throw UserError("no adapter (adapter_config.json) in " + dir);
+}
+
+// The train section of a baseline (dense_lora, cpt_train): the experts' section overlaid with the
+// baseline's own keys. Without a budget of its own (token_budget or max_steps) the baseline gets
+// token_budget = the tokens of one expert run, which a run over every cluster multiplies by the number of
+// clusters: it trains on as many tokens as all the experts together, the comparison MoIN makes.
+json baseline_section(const Ctx& c, const std::string& name) {
+  json own = c.section(name), t = c.section("expert");
+  for (auto it = own.begin(); it != own.end(); ++it) t[it.key()] = it.value();
+  if (own.contains("token_budget") || own.contains("max_steps")) return t;
+  TrainOptions e;
+  json expert = c.section("expert");
+  expert.erase("mode");
+  config::read_into(e, expert);
+  std::int64_t per_expert = e.token_budget > 0 ? e.token_budget
+                                               : e.max_steps * e.micro_batch * e.grad_accum * e.seq_len;
+  require(per_expert > 0, "run: section expert names no budget (token_budget or max_steps)");
+  t.erase("max_steps");
+  t["token_budget"] = per_expert;
+  return t;
 }
 
 std::string tokenizer_path(const Ctx& c) {
@@ -233,8 +254,7 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
 
   if (opts.dense)
     stage(c, "dense", [&] {
-      json t = c.section("dense_lora");
-      if (t.empty()) t = c.section("expert");
+      json t = baseline_section(c, "dense_lora");
       t["mode"] = "dense-lora";
       t["partition"] = partition;
       t["cluster"] = -1;
@@ -246,7 +266,8 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     });
   if (opts.cpt)
     stage(c, "cpt", [&] {
-      json t = c.section("cpt_train");
+      json t = baseline_section(c, "cpt_train");
+      t.erase("lora");
       t["mode"] = "full";
       t["partition"] = partition;
       t["base"] = base;

@@ -36,6 +36,11 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
     assert all(v > 1.0 for v in ppl.values())
     for k in range(3):
         assert (run / "experts" / str(k) / "adapter_config.json").exists()
+    # The baselines name no budget in tiny.json: each trains on as many tokens as all experts together.
+    expert_tokens = sum(json.load(open(run / "experts" / str(k) / "summary.json"))["tokens_seen"] for k in range(3))
+    assert expert_tokens > 0
+    for baseline in ("dense", "cpt"):
+        assert json.load(open(run / baseline / "summary.json"))["tokens_seen"] == expert_tokens, baseline
 
     # Second run: nothing is redone.
     r2 = subprocess.run(args, capture_output=True, text=True)

@@ -22,25 +22,15 @@ NamedLinears tiny_llama(int layers, std::int64_t h = 8, std::int64_t kv = 4, std
                         torch::ScalarType dtype = torch::kFloat32, std::uint64_t seed = 1) {
   torch::manual_seed(seed);
   NamedLinears out;
-  auto add = [&](const std::string& name, std::int64_t in, std::int64_t o) {
-    Linear lin(in, o);
+  for (const auto& p : llama_projection_shapes(layers, h, kv, m)) {
+    Linear lin(p.in_features, p.out_features);
     {
       torch::NoGradGuard g;
       lin->weight.normal_(0, 0.5);
     }
     lin->to(dtype);
     lin->weight.requires_grad_(false);  // the base is frozen
-    out.emplace_back(name, lin);
-  };
-  for (int l = 0; l < layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "self_attn.q_proj", h, h);
-    add(p + "self_attn.k_proj", h, kv);
-    add(p + "self_attn.v_proj", h, kv);
-    add(p + "self_attn.o_proj", h, h);
-    add(p + "mlp.gate_proj", h, m);
-    add(p + "mlp.up_proj", h, m);
-    add(p + "mlp.down_proj", m, h);
+    out.emplace_back(p.name, lin);
   }
   return out;
 }

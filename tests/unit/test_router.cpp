@@ -9,6 +9,7 @@
 #include "moin/route/lru_cache.h"
 #include "moin/route/router.h"
 #include "test_util.h"
+#include "tokenizer_fixtures.h"
 
 namespace {
 
@@ -120,21 +121,7 @@ TEST(Router, RejectsCentroidsOfTheWrongDimension) {
 }
 
 std::shared_ptr<const moin::Tokenizer> tiny_tokenizer(const TempDir& dir) {
-  std::string corpus = dir / "corpus.txt";
-  std::ofstream out(corpus);
-  const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"};
-  std::mt19937 rng(7);
-  for (int line = 0; line < 400; ++line) {
-    for (int w = 0; w < 12; ++w) out << words[rng() % 12] << (w == 11 ? "" : " ");
-    out << ".\n";
-  }
-  out.close();
-  moin::TokenizerTrainOptions o;
-  o.input = {corpus};
-  o.model_prefix = dir / "tok";
-  o.vocab_size = 320;  // byte fallback needs 256 + the meta pieces
-  moin::train_tokenizer(o);
-  return std::make_shared<const moin::Tokenizer>(moin::Tokenizer::load(dir / "tok.model"));
+  return std::make_shared<const moin::Tokenizer>(moin::Tokenizer::load(moin::test::train_tiny_tokenizer(dir)));
 }
 
 // The router must never see past the first P tokens: the embedder receives at most P tokens of text, and

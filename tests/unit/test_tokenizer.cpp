@@ -4,29 +4,14 @@
 #include "moin/core/error.h"
 #include "moin/data/tokenizer.h"
 #include "test_util.h"
+#include "tokenizer_fixtures.h"
 
 namespace {
 
 using moin::test::TempDir;
 
-// A small tokenizer trained on generated text, shared by the tests of this file.
-std::string tiny_tokenizer(const TempDir& dir) {
-  std::string corpus = dir / "corpus.txt";
-  std::ofstream out(corpus);
-  const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"};
-  std::mt19937 rng(7);
-  for (int line = 0; line < 400; ++line) {
-    for (int w = 0; w < 12; ++w) out << words[rng() % 12] << (w == 11 ? "" : " ");
-    out << ".\n";
-  }
-  out.close();
-  moin::TokenizerTrainOptions o;
-  o.input = {corpus};
-  o.model_prefix = dir / "tok";
-  o.vocab_size = 300;
-  moin::train_tokenizer(o);
-  return dir / "tok.model";
-}
+// The tokenizer of this file's tests.
+std::string tiny_tokenizer(const TempDir& dir) { return moin::test::train_tiny_tokenizer(dir, 300); }
 
 // The foundation's known trap: sentencepiece (with its own protobuf) and LibTorch in one process.
 TEST(Tokenizer, CoexistsWithLibTorchInOneProcess) {

@@ -32,6 +32,15 @@ namespace moin {
 // The projections of a Llama block, by their HF names (the last component of a module's name).
 const std::vector<std::string>& llama_projection_names();
 
+// Every projection of a Llama with `layers` blocks (hidden width, key/value width, MLP width), by its full
+// HF module name, with its in and out features: the shapes a LoRA adapter is made for.
+struct ProjectionShape {
+  std::string name;
+  std::int64_t in_features, out_features;
+};
+std::vector<ProjectionShape> llama_projection_shapes(int layers, std::int64_t hidden, std::int64_t kv_width,
+                                                     std::int64_t intermediate);
+
 struct LoraOptions {
   int r = 16;
   double alpha = 32.0;
