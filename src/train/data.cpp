@@ -168,7 +168,8 @@ torch::Tensor make_validation_set(const DocumentSet& docs, int seq_len, std::int
   po.seq_len = seq_len;
   po.bos_id = bos_id;
   po.eos_id = eos_id;
-  po.shuffle = false;
+  po.shuffle = true;
+  po.seed = kValidationOrderSeed;
   PackedStream stream(docs, po);
   const std::int64_t total = stream.epoch_tokens();
   std::int64_t T = seq_len;

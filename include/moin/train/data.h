@@ -92,7 +92,13 @@ class PackedStream {
   std::vector<std::int64_t> order_;
 };
 
-// A fixed validation set: the first sequences of a split's unshuffled stream, [n, seq_len + 1] int64.
+// The document order of every validation set: one permutation with this constant seed, the same in every
+// run (base, experts, baselines), whatever the training seed.
+constexpr std::uint64_t kValidationOrderSeed = 0x5EED0F7A11DA7Eull;
+
+// A fixed validation set: the first sequences of a split's stream with its documents in the order
+// document_order(n, kValidationOrderSeed, 0), [n, seq_len + 1] int64. The permutation matters: a corpus
+// is often sorted by source, and the head of the unshuffled split would be one source, not the cluster.
 // n = eval_tokens / seq_len (at least 1), fewer when the split is smaller; a split shorter than one
 // sequence gives one shorter sequence. Empty (0 rows) when the split has no tokens.
 torch::Tensor make_validation_set(const DocumentSet& docs, int seq_len, std::int64_t eval_tokens, int bos_id,
