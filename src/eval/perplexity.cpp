@@ -39,10 +39,17 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
                      std::int64_t* bad) {
   std::ifstream in(path, std::ios::binary);
   require(in.good(), "cannot read " + path);
+  // With max_docs, a uniform reservoir sample (fixed seed) in file order: the head of a corpus sorted by
+  // source would be one or two sources.
+  struct Kept {
+    std::int64_t ordinal;
+    std::string text, label;
+  };
+  std::vector<Kept> kept;
+  std::mt19937_64 rng(0x6D6F696E);
   std::string line;
-  std::int64_t n_bad = 0;
+  std::int64_t n_bad = 0, n_good = 0;
   while (std::getline(in, line)) {
-    if (max_docs > 0 && static_cast<std::int64_t>(texts.size()) >= max_docs) break;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto j = nlohmann::json::parse(line, nullptr, false);
     std::string text = j.is_discarded() ? "" : json_path_string(j, text_field);
@@ -50,8 +57,16 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
       ++n_bad;
       continue;
     }
-    texts.push_back(std::move(text));
-    labels.push_back(label_field.empty() ? "" : json_path_string(j, label_field));
+    std::int64_t slot = n_good;
+    if (max_docs > 0 && n_good >= max_docs) slot = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_good + 1));
+    Kept k{n_good++, std::move(text), label_field.empty() ? "" : json_path_string(j, label_field)};
+    if (slot == static_cast<std::int64_t>(kept.size())) kept.push_back(std::move(k));
+    else if (max_docs <= 0 || slot < max_docs) kept[static_cast<std::size_t>(slot)] = std::move(k);
+  }
+  std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.ordinal < b.ordinal; });
+  for (auto& k : kept) {
+    texts.push_back(std::move(k.text));
+    labels.push_back(std::move(k.label));
   }
   if (bad) *bad = n_bad;
 }

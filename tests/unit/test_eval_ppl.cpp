@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <random>
 #include <set>
 
@@ -168,6 +170,45 @@ TEST(EvalPpl, RouterSeesOnlyThePrefix) {
   }
   EXPECT_EQ(docs[0].prefix_text.find("zeta"), std::string::npos);
   EXPECT_EQ(docs[1].label, "l3");
+}
+
+}  // namespace
+
+namespace {
+
+// max_docs keeps a fixed uniform sample in file order, not the head of a file sorted by source.
+TEST(EvalData, MaxDocsIsAFixedUniformSampleInFileOrder) {
+  TempDir dir;
+  {
+    std::ofstream out(dir / "docs.jsonl");
+    for (int i = 0; i < 400; ++i)
+      out << nlohmann::json{{"text", "doc " + std::to_string(i)}, {"meta", {{"src", "s" + std::to_string(i / 100)}}}}.dump()
+          << "\n";
+    out << "not json\n";
+  }
+  std::vector<std::string> texts, labels;
+  std::int64_t bad = 0;
+  moin::read_jsonl_docs(dir / "docs.jsonl", "text", "meta.src", 40, texts, labels, &bad);
+  ASSERT_EQ(texts.size(), 40u);
+  EXPECT_EQ(bad, 1);
+  std::set<std::string> sources(labels.begin(), labels.end());
+  EXPECT_EQ(sources.size(), 4u);  // the first 40 lines would all be s0
+  std::vector<int> ids;
+  for (const auto& t : texts) ids.push_back(std::stoi(t.substr(4)));
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+  EXPECT_EQ(std::set<int>(ids.begin(), ids.end()).size(), 40u);
+  for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(labels[i], "s" + std::to_string(ids[i] / 100));
+  // The same sample every time; max_docs = 0 or >= the file gives every document.
+  std::vector<std::string> again, again_labels;
+  moin::read_jsonl_docs(dir / "docs.jsonl", "text", "", 40, again, again_labels);
+  EXPECT_EQ(again, texts);
+  std::vector<std::string> all, all_labels;
+  moin::read_jsonl_docs(dir / "docs.jsonl", "text", "", 0, all, all_labels);
+  EXPECT_EQ(all.size(), 400u);
+  all.clear();
+  moin::read_jsonl_docs(dir / "docs.jsonl", "text", "", 1000, all, all_labels);
+  EXPECT_EQ(all.size(), 400u);
+  EXPECT_EQ(all[399], "doc 399");
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ struct PplOptions {
     v("prefix_tokens", prefix_tokens, "the router sees only the first P tokens; perplexity counts the rest");
     v("max_tokens", max_tokens, "tokens read per document, BOS included (the model's context)");
     v("min_eval_tokens", min_eval_tokens, "documents with fewer tokens after the prefix are skipped (counted)");
-    v("max_docs", max_docs, "evaluate at most this many documents (0 = all), the first ones in the file");
+    v("max_docs", max_docs, "evaluate at most this many documents (0 = all): a fixed uniform sample of the file, in file order");
     v("batch_size", batch_size, "sequences per forward pass");
     v("oracle", oracle, "also score every expert on every document (oracle = best expert per document)");
     v("random", random, "also score a uniformly random expert per document (seeded)");
@@ -144,7 +144,9 @@ PplReport run_eval_ppl(const PplOptions& opts);
 std::string json_path_string(const nlohmann::json& j, const std::string& dotted);
 
 // Reads the documents of a JSONL file: texts and labels (label_field may be ""). Lines that are not
-// JSON objects with a string text are skipped (counted in *bad).
+// JSON objects with a string text are skipped (counted in *bad). max_docs > 0 keeps a uniform sample of
+// that many documents (a fixed seed, so always the same ones), in file order: corpora are often sorted
+// by source, and their first documents would be one source.
 void read_jsonl_docs(const std::string& path, const std::string& text_field, const std::string& label_field,
                      std::int64_t max_docs, std::vector<std::string>& texts, std::vector<std::string>& labels,
                      std::int64_t* bad = nullptr);

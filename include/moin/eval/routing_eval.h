@@ -38,7 +38,7 @@ struct RoutingEvalOptions {
     v("partition", partition, "partition directory: the router's embedder and centroids");
     v("tokenizer", tokenizer, "SentencePiece model for prefixes (default: the partition's tokenizer)");
     v("prefix_tokens", prefix_tokens, "prefix lengths (tokens) compared with the full-document assignment");
-    v("max_docs", max_docs, "route at most this many documents (0 = all)");
+    v("max_docs", max_docs, "route at most this many documents (0 = all): a fixed uniform sample of the file, in file order");
     v("ppl_json", ppl_json, "a `moin eval ppl --json` report on the same data: adds agreement with its oracle expert");
     v("latency_queries", latency_queries, "single queries timed for the latency percentiles");
     v("latency_prefix", latency_prefix, "prefix length (tokens) of the timed single queries");

@@ -49,7 +49,7 @@ struct RunOptions {
     v("label_field", label_field, "dotted path of the reference label (reports only)");
     v("tokenizer", tokenizer, "SentencePiece model to use (\"\" = train one on train_data)");
     v("vocab_size", vocab_size, "vocabulary of the trained tokenizer");
-    v("tokenizer_docs", tokenizer_docs, "documents of train_data the tokenizer is trained on (the first ones)");
+    v("tokenizer_docs", tokenizer_docs, "documents of train_data the tokenizer is trained on (a fixed uniform sample)");
     v("base", base, "base model folder to upcycle (\"\" = pre-train a small one: sections model + pretrain)");
     v("dense", dense, "train and evaluate the dense LoRA baseline (section dense_lora)");
     v("cpt", cpt, "train and evaluate continued pre-training of the base (section cpt_train)");
