@@ -46,7 +46,9 @@ struct KMeansOptions {
     require(max_points_per_centroid >= 0, "kmeans.max_points_per_centroid must be >= 0");
     require(train_sample >= 0, "kmeans.train_sample must be >= 0");
     require(nredo > 0, "kmeans.nredo must be positive");
-    require(balance_factor == 0.0 || balance_factor >= 1.0, "kmeans.balance_factor must be 0 (off) or >= 1");
+    require(balance_factor == 0.0 || balance_factor >= 1.0,
+            "kmeans.balance_factor must be 0 (off) or >= 1 (each cluster holds at most balance_factor x N/k "
+            "documents, so below 1 the clusters cannot hold every document)");
     require(threads >= 0, "kmeans.threads must be >= 0");
   }
 };
