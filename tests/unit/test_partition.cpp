@@ -331,14 +331,14 @@ TEST(Partition, BalancedAssignmentCapsEveryCluster) {
   o.corpus.inputs = {corpus};
   moin::run_partition(o);
   auto plain = read_jsonl(f.dir / "plain/assignments.jsonl");
-  const std::int64_t cap = moin::balanced_capacity(n, 3, 1.2);
-  ASSERT_EQ(cap, 168);
+  const std::int64_t cap = moin::balanced_capacity(n, 3, 1.1);
+  ASSERT_EQ(cap, 154);
   auto plain_sizes = cluster_sizes(f.dir / "plain");
   EXPECT_GT(*std::max_element(plain_sizes.begin(), plain_sizes.end()), cap) << "the corpus must need balancing";
 
   std::string out = f.dir / "bal";
   o.output = out;
-  o.kmeans.balance_factor = 1.2;
+  o.kmeans.balance_factor = 1.1;
   auto s = moin::run_partition(o);
   EXPECT_EQ(s.documents, n);
   EXPECT_EQ(s.capacity, cap);
@@ -351,10 +351,10 @@ TEST(Partition, BalancedAssignmentCapsEveryCluster) {
   EXPECT_EQ(total, n);  // every document exactly once
   auto manifest = moin::fs::read_json(stdfs::path(out) / "manifest.json");
   EXPECT_EQ(manifest["balance"]["capacity"], cap);
-  EXPECT_EQ(manifest["balance"]["factor"], 1.2);
+  EXPECT_EQ(manifest["balance"]["factor"], 1.1);
   EXPECT_EQ(manifest["balance"]["nearest_cluster_documents"], json(plain_sizes));
   EXPECT_EQ(moin::fs::read_json(stdfs::path(out) / "report.json")["balance"], manifest["balance"]);
-  EXPECT_NE(moin::test::read_file(out + "/report.md").find("at most 168 documents per cluster"), std::string::npos);
+  EXPECT_NE(moin::test::read_file(out + "/report.md").find("at most 154 documents per cluster"), std::string::npos);
 
   // assignments.jsonl: the capped cluster, and for moved documents their nearest (the unbalanced cluster).
   auto bal = read_jsonl(out + "/assignments.jsonl");
@@ -436,7 +436,7 @@ TEST(Partition, BalancedShardedEqualsOneRunAndCli) {
   std::string one = f.dir / "one", sharded = f.dir / "sharded";
   auto o = f.options(one);
   o.corpus.inputs = {corpus};
-  o.kmeans.balance_factor = 1.2;
+  o.kmeans.balance_factor = 1.1;
   auto s1 = moin::run_partition(o);
   EXPECT_GT(s1.moved_documents, 0);
   stdfs::create_directories(sharded);
@@ -457,7 +457,7 @@ TEST(Partition, BalancedShardedEqualsOneRunAndCli) {
   auto r = moin::test::run_moin("partition fit --input " + corpus + " --text-field text --label-field meta.topic" +
                                 " --tokenizer " + f.tokenizer + " --clusters 3 --embedder tfidf" +
                                 " --set embedder.dim=8 --set embedder.max_features=256 --set kmeans.nredo=3" +
-                                " --set valid_fraction=0.1 --set kmeans.balance_factor=1.2" + common);
+                                " --set valid_fraction=0.1 --set kmeans.balance_factor=1.1" + common);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (int s = 0; s < 2; ++s) {
     r = moin::test::run_moin("partition assign --shard " + std::to_string(s) + " --num-shards 2" + common);
@@ -467,9 +467,9 @@ TEST(Partition, BalancedShardedEqualsOneRunAndCli) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto j = json::parse(r.output.substr(r.output.find('{')));
   EXPECT_EQ(j["documents"], 420);
-  EXPECT_EQ(j["balance_capacity"], 168);
+  EXPECT_EQ(j["balance_capacity"], 154);
   EXPECT_GT(j["moved_documents"].get<int>(), 0);
-  for (auto v : cluster_sizes(cli)) EXPECT_LE(v, 168);
+  for (auto v : cluster_sizes(cli)) EXPECT_LE(v, 154);
   r = moin::test::run_moin("partition --input " + corpus + " --tokenizer " + f.tokenizer +
                            " --clusters 3 --output " + (f.dir / "bad") + " --set kmeans.balance_factor=0.5 -q");
   EXPECT_EQ(r.exit_code, 2) << r.output;
