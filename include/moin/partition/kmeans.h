@@ -36,7 +36,8 @@ struct KMeansOptions {
     v("nredo", nredo, "run k-means this many times from different seeds and keep the lowest objective");
     v("plus_plus_init", plus_plus_init, "k-means++ seeding (D^2 sampling) instead of k random points");
     v("balance_factor", balance_factor,
-      "0 = off; else assign_balanced caps each cluster at ceil(factor * n / k) documents (factor >= 1)");
+      "0 = off; else each cluster holds at most ceil(factor * n / k) documents (factor >= 1; partition: n = all "
+      "documents, capped at merge)");
     v("threads", threads, "threads (0 = all cores)");
     v("verbose", verbose, "print faiss's per-iteration objective");
   }
