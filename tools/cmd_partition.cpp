@@ -78,6 +78,10 @@ void register_partition(CLI::App& app) {
         j["nmi"] = s.nmi;
         j["purity"] = s.purity;
       }
+      if (s.capacity > 0) {
+        j["balance_capacity"] = s.capacity;
+        j["moved_documents"] = s.moved_documents;
+      }
       std::cout << j.dump() << std::endl;
     }
   });

@@ -3,6 +3,7 @@
 #include "moin/partition/partition.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <omp.h>
 #include <unistd.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <unordered_map>
 
@@ -26,6 +28,7 @@
 #include "moin/data/token_shard.h"
 #include "moin/data/tokenizer.h"
 #include "moin/eval/cluster_metrics.h"
+#include "moin/partition/balance.h"
 #include "tfidf_embedder.h"
 
 namespace moin {
@@ -136,6 +139,26 @@ std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km) {
   return {best, static_cast<float>(best_d)};
 }
 
+// All k distances of one vector, computed exactly as nearest_centroid() does (then rounded to float):
+// the rows a balanced merge reads.
+void centroid_distances(const float* x, const KMeansResult& km, float* out) {
+  for (int c = 0; c < km.k; ++c) {
+    const float* cc = km.centroids.data() + static_cast<std::size_t>(c) * km.d;
+    double d = 0;
+    if (km.spherical) {
+      double ip = 0;
+      for (int j = 0; j < km.d; ++j) ip += static_cast<double>(x[j]) * cc[j];
+      d = 1.0 - ip;
+    } else {
+      for (int j = 0; j < km.d; ++j) {
+        double t = static_cast<double>(x[j]) - cc[j];
+        d += t * t;
+      }
+    }
+    out[c] = static_cast<float>(d);
+  }
+}
+
 // Cuts s to at most n bytes at a UTF-8 character boundary.
 void cut_utf8(std::string& s, std::size_t n) {
   if (s.size() <= n) return;
@@ -219,8 +242,6 @@ void PartitionOptions::validate() const {
           "shard must be -1 (all) or in [0, num_shards)");
   require(batch_docs >= 1, "batch_docs must be positive");
   require(threads >= 0, "threads must be >= 0");
-  require(kmeans.balance_factor == 0.0,
-          "kmeans.balance_factor is not supported by the partition stage (documents are assigned as they stream)");
 }
 
 json partition_fingerprint(const PartitionOptions& opts) {
@@ -373,6 +394,13 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   TokenShardWriter writer((tmp / "tokens").string(), tok.vocab_size(), opts.tokenizer, tok_sha);
   std::ofstream docs(tmp / "docs.jsonl", std::ios::binary);
   if (!docs) throw std::runtime_error("cannot write " + (tmp / "docs.jsonl").string());
+  // Balancing is decided at merge, over every slice: keep each document's distance to every centroid.
+  const bool balanced = opts.kmeans.balance_factor > 0;
+  std::ofstream dist_out;
+  if (balanced) {
+    dist_out.open(tmp / "distances.f32", std::ios::binary);
+    if (!dist_out) throw std::runtime_error("cannot write " + (tmp / "distances.f32").string());
+  }
 
   CorpusReader reader(opts.corpus);
   reader.set_shard(shard, num_shards);
@@ -394,11 +422,15 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
     t_embed += std::chrono::duration<double>(t2 - t1).count();
     std::vector<std::vector<int>> ids(n);
     std::vector<std::pair<int, float>> nearest(n);
+    std::vector<float> rows(balanced ? n * static_cast<std::size_t>(km.k) : 0);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (std::int64_t i = 0; i < static_cast<std::int64_t>(n); ++i) {
       ids[i] = tok.encode(texts[i]);
       nearest[i] = nearest_centroid(x.data() + i * km.d, km);
+      if (balanced) centroid_distances(x.data() + i * km.d, km, rows.data() + i * km.k);
     }
+    if (balanced)
+      dist_out.write(reinterpret_cast<const char*>(rows.data()), static_cast<std::streamsize>(rows.size() * sizeof(float)));
     auto t3 = std::chrono::steady_clock::now();
     t_tok += std::chrono::duration<double>(t3 - t2).count();
     for (std::size_t i = 0; i < n; ++i) {
@@ -438,6 +470,12 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   docs.flush();
   if (!docs) throw std::runtime_error("write failed for " + (tmp / "docs.jsonl").string());
   docs.close();
+  if (balanced) {
+    dist_out.flush();
+    if (!dist_out) throw std::runtime_error("write failed for " + (tmp / "distances.f32").string());
+    dist_out.close();
+    fsync_file(tmp / "distances.f32");
+  }
   fs::write_json_atomic(tmp / "ingest.json", reader.report().to_json());
   json done = {{"shard", shard},
                {"num_shards", num_shards},
@@ -464,8 +502,44 @@ struct DocRef {
   std::int32_t part;
   std::int32_t shard;
   std::int64_t local;  // index in the slice's token shard
-  std::int32_t cluster;
+  std::int32_t cluster;   // the nearest centroid (as assign wrote it)
+  std::int32_t assigned;  // the cluster it goes to: the nearest, or with balancing the capped one
   bool valid;
+};
+
+// One slice's distances.f32 (float32 [documents x k]), mapped read-only: the balanced merge reads it in
+// corpus order first, then only the rows of documents whose nearest clusters have filled up.
+class DistanceRows {
+ public:
+  DistanceRows(const stdfs::path& path, std::int64_t n, int k) : k_(k) {
+    std::error_code ec;
+    auto size = stdfs::file_size(path, ec);
+    if (ec)
+      throw UserError(path.string() + " is missing: the slice was assigned without balancing; re-run assign "
+                                      "(delete its work/shard-* folder)");
+    require(size == static_cast<std::uintmax_t>(n) * k * sizeof(float),
+            path.string() + ": " + std::to_string(size) + " bytes, expected " + std::to_string(n) + " documents x " +
+                std::to_string(k) + " float32");
+    bytes_ = static_cast<std::size_t>(size);
+    if (bytes_ == 0) return;
+    int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) throw std::runtime_error("cannot open " + path.string());
+    void* p = ::mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw std::runtime_error("cannot map " + path.string());
+    data_ = static_cast<const float*>(p);
+  }
+  ~DistanceRows() {
+    if (data_) ::munmap(const_cast<float*>(data_), bytes_);
+  }
+  DistanceRows(const DistanceRows&) = delete;
+  DistanceRows& operator=(const DistanceRows&) = delete;
+  const float* row(std::int64_t i) const { return data_ + static_cast<std::size_t>(i) * k_; }
+
+ private:
+  const float* data_ = nullptr;
+  std::size_t bytes_ = 0;
+  int k_;
 };
 
 int detect_num_shards(const stdfs::path& work) {
@@ -509,6 +583,10 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     summary.valid_documents = m.value("valid_documents", std::int64_t{0});
     summary.nmi = m.value("nmi", -1.0);
     summary.purity = m.value("purity", -1.0);
+    if (m.contains("balance")) {
+      summary.capacity = m["balance"].value("capacity", std::int64_t{0});
+      summary.moved_documents = m["balance"].value("moved_documents", std::int64_t{0});
+    }
     return summary;
   }
   start_log(opts);
@@ -542,8 +620,9 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     std::int64_t local = 0;
     while (std::getline(in, line)) {
       auto j = json::parse(line);
-      refs.push_back({j["ordinal"].get<std::int64_t>(), j["part"].get<std::int32_t>(), s, local++,
-                      j["cluster"].get<std::int32_t>(), j["split"] == "valid"});
+      auto c = j["cluster"].get<std::int32_t>();
+      refs.push_back({j["ordinal"].get<std::int64_t>(), j["part"].get<std::int32_t>(), s, local++, c, c,
+                      j["split"] == "valid"});
       labels.push_back(j["label"].get<std::string>());
     }
     require(local == readers.back().num_docs(), dir.string() + ": docs.jsonl and the token shard disagree");
@@ -554,9 +633,39 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     return refs[a].ordinal != refs[b].ordinal ? refs[a].ordinal < refs[b].ordinal : refs[a].part < refs[b].part;
   });
 
+  // Balancing: one cap over every document (train and valid), the greedy of balance.h in corpus order.
+  const bool balanced = opts.kmeans.balance_factor > 0;
+  std::vector<float> assigned_distance;  // balanced only: [refs] distance to the assigned cluster
+  std::int64_t capacity = 0, moved = 0;
+  if (balanced) {
+    auto t_bal = std::chrono::steady_clock::now();
+    std::vector<std::unique_ptr<DistanceRows>> rows;
+    for (int s = 0; s < n_shards; ++s)
+      rows.push_back(std::make_unique<DistanceRows>(out / "work" / shard_dir_name(s, n_shards) / "distances.f32",
+                                                    readers[s].num_docs(), k));
+    const auto n = static_cast<std::int64_t>(refs.size());
+    capacity = balanced_capacity(n, k, opts.kmeans.balance_factor);
+    CappedAssignment ca = assign_capped(n, k, capacity, [&](std::int64_t p) {
+      const DocRef& r = refs[order[p]];
+      return rows[r.shard]->row(r.local);
+    });
+    assigned_distance.resize(refs.size());
+    for (std::int64_t p = 0; p < n; ++p) {
+      DocRef& r = refs[order[p]];
+      r.assigned = ca.cluster[p];
+      assigned_distance[order[p]] = ca.distance[p];
+      moved += r.assigned != r.cluster;
+    }
+    summary.capacity = capacity;
+    summary.moved_documents = moved;
+    spdlog::info("partition merge: balanced (factor {}): at most {} documents per cluster, {} of {} documents moved "
+                 "off their nearest centroid ({:.1f} s)",
+                 opts.kmeans.balance_factor, capacity, moved, n, seconds_since(t_bal));
+  }
+
   // Per-cluster shards, written one at a time in corpus order.
   std::vector<std::vector<std::size_t>> bucket(2 * static_cast<std::size_t>(k));
-  for (std::size_t i : order) bucket[2 * refs[i].cluster + (refs[i].valid ? 1 : 0)].push_back(i);
+  for (std::size_t i : order) bucket[2 * refs[i].assigned + (refs[i].valid ? 1 : 0)].push_back(i);
   auto tok_info = readers.front().info();
   json clusters = json::array();
   std::vector<int> buf;
@@ -596,6 +705,14 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     std::string line;
     for (std::size_t i : order) {
       std::getline(ins[refs[i].shard], line);
+      if (refs[i].assigned != refs[i].cluster) {  // moved by balancing: the cluster it went to, and its nearest
+        auto j = json::parse(line);
+        j["nearest"] = refs[i].cluster;
+        j["nearest_distance"] = j["distance"];
+        j["cluster"] = refs[i].assigned;
+        j["distance"] = assigned_distance[i];
+        line = j.dump();
+      }
       o << line << '\n';
     }
     o.flush();
@@ -618,7 +735,7 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
   std::vector<ClusterLabels> tops;
   if (have_labels) {
     std::vector<std::int32_t> ids = encode_labels(labels, &label_names), cl(refs.size());
-    for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].cluster;
+    for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].assigned;
     Contingency t = contingency(ids, cl);
     t.n_clusters = std::max(t.n_clusters, k);  // empty trailing clusters still count as clusters
     t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
@@ -634,6 +751,26 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
       report["clusters"][cl_top.cluster]["top_labels"] = tl;
     }
   }
+  // Balancing: the cap, who moved, and how the clusters would have looked without it.
+  json balance;
+  if (balanced) {
+    std::vector<std::int64_t> nearest_docs(k, 0);
+    for (const auto& r : refs) ++nearest_docs[r.cluster];
+    balance = {{"factor", opts.kmeans.balance_factor},
+               {"capacity", capacity},
+               {"moved_documents", moved},
+               {"nearest_cluster_documents", nearest_docs}};
+    if (have_labels) {
+      std::vector<std::int32_t> ids = encode_labels(labels), cl(refs.size());
+      for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].cluster;
+      Contingency t = contingency(ids, cl);
+      t.n_clusters = std::max(t.n_clusters, k);
+      t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
+      balance["nearest_nmi"] = nmi(t);
+      balance["nearest_purity"] = purity(t);
+    }
+    report["balance"] = balance;
+  }
   summary.seconds = seconds_since(t0);
   fs::write_json_atomic(out / "report.json", report);
 
@@ -646,6 +783,23 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     std::snprintf(buf2, sizeof buf2, "Against `%s`: NMI %.4f, purity %.4f.\n\n", opts.corpus.label_field.c_str(),
                   summary.nmi, summary.purity);
     md += buf2;
+  }
+  if (balanced) {
+    std::string nearest_sizes;
+    for (const auto& v : balance["nearest_cluster_documents"])
+      nearest_sizes += (nearest_sizes.empty() ? "" : ", ") + std::to_string(v.get<std::int64_t>());
+    char buf3[320];
+    std::snprintf(buf3, sizeof buf3,
+                  "Balanced (`kmeans.balance_factor` %g, train and valid together): at most %lld documents per "
+                  "cluster; %lld documents moved off their nearest centroid.",
+                  opts.kmeans.balance_factor, static_cast<long long>(capacity), static_cast<long long>(moved));
+    md += std::string(buf3) + " Nearest-centroid cluster sizes: " + nearest_sizes;
+    if (balance.contains("nearest_nmi")) {
+      std::snprintf(buf3, sizeof buf3, " (NMI %.4f, purity %.4f)", balance["nearest_nmi"].get<double>(),
+                    balance["nearest_purity"].get<double>());
+      md += buf3;
+    }
+    md += ".\n\n";
   }
   md += "| cluster | train docs | valid docs | train tokens | top labels | top terms (fit sample) |\n";
   md += "| ---: | ---: | ---: | ---: | --- | --- |\n";
@@ -691,6 +845,7 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     manifest["nmi"] = summary.nmi;
     manifest["purity"] = summary.purity;
   }
+  if (balanced) manifest["balance"] = balance;
   fs::write_json_atomic(out / "manifest.json", manifest);  // the partition's marker, last
   spdlog::info("partition merge: {} clusters, {} documents, {} tokens{} in {:.1f} s", k, summary.documents,
                summary.tokens,

@@ -2,7 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <random>
+#include <sstream>
+#include <tuple>
 
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
@@ -294,6 +297,183 @@ TEST(Partition, Cli) {
                            " --vocab-size 400 -q");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(stdfs::exists(f.dir / "tok2.model"));
+}
+
+// A skewed corpus: topic 0 (space) has `big` times the documents of each other topic, interleaved.
+std::string skewed_corpus(int per_topic = 60, int big = 5) {
+  std::string all = synthetic_corpus(per_topic * big, 11), out;
+  std::istringstream in(all);
+  std::string line;
+  int count[3] = {0, 0, 0}, i = 0;
+  while (std::getline(in, line)) {
+    int t = i++ % 3;
+    if (count[t] < (t == 0 ? per_topic * big : per_topic)) {
+      ++count[t];
+      out += line + "\n";
+    }
+  }
+  return out;
+}
+
+std::vector<std::int64_t> cluster_sizes(const std::string& dir) {
+  auto m = moin::fs::read_json(stdfs::path(dir) / "manifest.json");
+  std::vector<std::int64_t> out;
+  for (const auto& c : m["clusters"]) out.push_back(c["documents"].get<std::int64_t>());
+  return out;
+}
+
+TEST(Partition, BalancedAssignmentCapsEveryCluster) {
+  Fixture f;
+  std::string corpus = f.dir / "skewed.jsonl";
+  moin::test::write_file(corpus, skewed_corpus());  // 300 + 60 + 60 documents
+  const std::int64_t n = 420;
+  auto o = f.options(f.dir / "plain");
+  o.corpus.inputs = {corpus};
+  moin::run_partition(o);
+  auto plain = read_jsonl(f.dir / "plain/assignments.jsonl");
+  const std::int64_t cap = moin::balanced_capacity(n, 3, 1.1);
+  ASSERT_EQ(cap, 154);
+  auto plain_sizes = cluster_sizes(f.dir / "plain");
+  EXPECT_GT(*std::max_element(plain_sizes.begin(), plain_sizes.end()), cap) << "the corpus must need balancing";
+
+  std::string out = f.dir / "bal";
+  o.output = out;
+  o.kmeans.balance_factor = 1.1;
+  auto s = moin::run_partition(o);
+  EXPECT_EQ(s.documents, n);
+  EXPECT_EQ(s.capacity, cap);
+  auto sizes = cluster_sizes(out);
+  std::int64_t total = 0;
+  for (auto v : sizes) {
+    EXPECT_LE(v, cap);
+    total += v;
+  }
+  EXPECT_EQ(total, n);  // every document exactly once
+  auto manifest = moin::fs::read_json(stdfs::path(out) / "manifest.json");
+  EXPECT_EQ(manifest["balance"]["capacity"], cap);
+  EXPECT_EQ(manifest["balance"]["factor"], 1.1);
+  EXPECT_EQ(manifest["balance"]["nearest_cluster_documents"], json(plain_sizes));
+  EXPECT_EQ(moin::fs::read_json(stdfs::path(out) / "report.json")["balance"], manifest["balance"]);
+  EXPECT_NE(moin::test::read_file(out + "/report.md").find("at most 154 documents per cluster"), std::string::npos);
+
+  // assignments.jsonl: the capped cluster, and for moved documents their nearest (the unbalanced cluster).
+  auto bal = read_jsonl(out + "/assignments.jsonl");
+  ASSERT_EQ(bal.size(), plain.size());
+  std::int64_t moved = 0;
+  std::vector<std::int64_t> counted(6, 0);
+  for (std::size_t i = 0; i < bal.size(); ++i) {
+    EXPECT_EQ(bal[i]["ordinal"], plain[i]["ordinal"]);
+    if (bal[i].contains("nearest")) {
+      ++moved;
+      EXPECT_NE(bal[i]["cluster"], bal[i]["nearest"]);
+      EXPECT_EQ(bal[i]["nearest"], plain[i]["cluster"]);
+      EXPECT_EQ(bal[i]["nearest_distance"], plain[i]["distance"]);
+      EXPECT_GE(bal[i]["distance"].get<double>(), bal[i]["nearest_distance"].get<double>());
+    } else {
+      EXPECT_EQ(bal[i], plain[i]);
+    }
+    ++counted[2 * bal[i]["cluster"].get<int>() + (bal[i]["split"] == "valid" ? 1 : 0)];
+  }
+  EXPECT_GT(moved, 0);
+  EXPECT_EQ(s.moved_documents, moved);
+  EXPECT_EQ(manifest["balance"]["moved_documents"], moved);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(moin::TokenShardReader(out + "/clusters/" + std::to_string(c) + "/train").num_docs(), counted[2 * c]);
+    EXPECT_EQ(moin::TokenShardReader(out + "/clusters/" + std::to_string(c) + "/valid").num_docs(), counted[2 * c + 1]);
+  }
+
+  // An independent reference: every (distance, document, cluster) triple from the slice's distance rows,
+  // sorted and taken greedily.
+  {
+    std::string raw = moin::test::read_file(out + "/work/shard-00000-of-00001/distances.f32");
+    ASSERT_EQ(raw.size(), static_cast<std::size_t>(n) * 3 * sizeof(float));
+    std::vector<float> rows(static_cast<std::size_t>(n) * 3);
+    std::memcpy(rows.data(), raw.data(), raw.size());
+    std::vector<std::tuple<float, std::int64_t, int>> pairs;
+    for (std::int64_t i = 0; i < n; ++i)
+      for (int c = 0; c < 3; ++c) pairs.emplace_back(rows[i * 3 + c], i, c);
+    std::sort(pairs.begin(), pairs.end());
+    std::vector<int> ref(n, -1);
+    std::vector<std::int64_t> room(3, cap);
+    for (const auto& [d, i, c] : pairs)
+      if (ref[i] < 0 && room[c] > 0) {
+        ref[i] = c;
+        --room[c];
+      }
+    for (std::int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(bal[i]["cluster"], ref[i]) << i;
+      EXPECT_EQ(bal[i]["distance"].get<float>(), rows[i * 3 + ref[i]]) << i;
+    }
+  }
+
+  // Re-running is a no-op; another factor is refused by name; below 1 is a clear error.
+  auto t = stdfs::last_write_time(out + "/manifest.json");
+  moin::run_partition(o);
+  EXPECT_EQ(stdfs::last_write_time(out + "/manifest.json"), t);
+  auto other = o;
+  other.kmeans.balance_factor = 1.5;
+  try {
+    moin::run_partition(other);
+    ADD_FAILURE() << "a changed balance_factor was accepted";
+  } catch (const moin::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("kmeans.balance_factor"), std::string::npos) << e.what();
+  }
+  other.kmeans.balance_factor = 0.5;
+  other.output = f.dir / "half";
+  try {
+    moin::run_partition(other);
+    ADD_FAILURE() << "balance_factor 0.5 was accepted";
+  } catch (const moin::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("balance_factor must be 0 (off) or >= 1"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(stdfs::exists(f.dir / "half/fit.json"));
+}
+
+TEST(Partition, BalancedShardedEqualsOneRunAndCli) {
+  Fixture f;
+  std::string corpus = f.dir / "skewed.jsonl";
+  moin::test::write_file(corpus, skewed_corpus());
+  std::string one = f.dir / "one", sharded = f.dir / "sharded";
+  auto o = f.options(one);
+  o.corpus.inputs = {corpus};
+  o.kmeans.balance_factor = 1.1;
+  auto s1 = moin::run_partition(o);
+  EXPECT_GT(s1.moved_documents, 0);
+  stdfs::create_directories(sharded);
+  for (const char* e : {"embedder", "centroids.npy", "kmeans.json", "fit.json", "partition.config.json"})
+    stdfs::copy(stdfs::path(one) / e, stdfs::path(sharded) / e, stdfs::copy_options::recursive);
+  o.output = sharded;
+  o.batch_docs = 7;
+  for (int s = 2; s >= 0; --s) moin::partition_assign(o, s, 3);
+  auto s3 = moin::partition_merge(o);
+  EXPECT_EQ(s3.moved_documents, s1.moved_documents);
+  expect_same_outputs(one, sharded);
+  EXPECT_EQ(moin::fs::read_json(sharded + "/manifest.json")["balance"],
+            moin::fs::read_json(one + "/manifest.json")["balance"]);
+
+  // The CLI, sharded: fit, assign each slice, merge, with the factor given once at fit.
+  std::string cli = f.dir / "cli";
+  std::string common = " --output " + cli + " -q";
+  auto r = moin::test::run_moin("partition fit --input " + corpus + " --text-field text --label-field meta.topic" +
+                                " --tokenizer " + f.tokenizer + " --clusters 3 --embedder tfidf" +
+                                " --set embedder.dim=8 --set embedder.max_features=256 --set kmeans.nredo=3" +
+                                " --set valid_fraction=0.1 --set kmeans.balance_factor=1.1" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int s = 0; s < 2; ++s) {
+    r = moin::test::run_moin("partition assign --shard " + std::to_string(s) + " --num-shards 2" + common);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  r = moin::test::run_moin("partition merge" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["documents"], 420);
+  EXPECT_EQ(j["balance_capacity"], 154);
+  EXPECT_GT(j["moved_documents"].get<int>(), 0);
+  for (auto v : cluster_sizes(cli)) EXPECT_LE(v, 154);
+  r = moin::test::run_moin("partition --input " + corpus + " --tokenizer " + f.tokenizer +
+                           " --clusters 3 --output " + (f.dir / "bad") + " --set kmeans.balance_factor=0.5 -q");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("balance_factor"), std::string::npos) << r.output;
 }
 
 TEST(Partition, SharedCorpusValidSplit) {

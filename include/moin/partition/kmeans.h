@@ -36,7 +36,8 @@ struct KMeansOptions {
     v("nredo", nredo, "run k-means this many times from different seeds and keep the lowest objective");
     v("plus_plus_init", plus_plus_init, "k-means++ seeding (D^2 sampling) instead of k random points");
     v("balance_factor", balance_factor,
-      "0 = off; else assign_balanced caps each cluster at ceil(factor * n / k) documents (factor >= 1)");
+      "0 = off; else each cluster holds at most ceil(factor * n / k) documents (factor >= 1; partition: n = all "
+      "documents, capped at merge)");
     v("threads", threads, "threads (0 = all cores)");
     v("verbose", verbose, "print faiss's per-iteration objective");
   }
@@ -46,7 +47,9 @@ struct KMeansOptions {
     require(max_points_per_centroid >= 0, "kmeans.max_points_per_centroid must be >= 0");
     require(train_sample >= 0, "kmeans.train_sample must be >= 0");
     require(nredo > 0, "kmeans.nredo must be positive");
-    require(balance_factor == 0.0 || balance_factor >= 1.0, "kmeans.balance_factor must be 0 (off) or >= 1");
+    require(balance_factor == 0.0 || balance_factor >= 1.0,
+            "kmeans.balance_factor must be 0 (off) or >= 1 (each cluster holds at most balance_factor x N/k "
+            "documents, so below 1 the clusters cannot hold every document)");
     require(threads >= 0, "kmeans.threads must be >= 0");
   }
 };

@@ -9,6 +9,9 @@
 //           docs.jsonl, ingest.json), renamed into place when complete.
 //   merge   gathers every slice in corpus order into clusters/<c>/{train,valid}.{bin,idx,json},
 //           assignments.jsonl, report.json, report.md and, last, manifest.json.
+//           With kmeans.balance_factor > 0, assign also keeps every document's k centroid distances
+//           (distances.f32) and merge caps every cluster at balanced_capacity(N, k, factor) documents (N:
+//           all documents, train and valid) by the exact greedy of balance.h, in corpus order.
 // run_partition() does all three (every slice in turn). Shards run as separate processes after one fit;
 // merge produces the same bytes whatever num_shards was.
 #pragma once
@@ -68,6 +71,8 @@ struct PartitionSummary {
   std::int64_t documents = 0, tokens = 0;
   std::int64_t train_documents = 0, valid_documents = 0;
   double nmi = -1, purity = -1;  // against corpus.label_field (-1 without labels)
+  // kmeans.balance_factor > 0: the per-cluster cap and the documents moved off their nearest centroid.
+  std::int64_t capacity = 0, moved_documents = 0;
   double seconds = 0;
 };
 
