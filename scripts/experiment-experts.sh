@@ -10,7 +10,8 @@
 #
 #   scripts/experiment-experts.sh [WORK_DIR]
 #   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS,
-#        JOBS (2), EVAL_TOKENS, LORA_LR
+#        JOBS (2), EVAL_TOKENS, LORA_LR, LORA_R (8), MICRO_BATCH (8),
+#        PART (a finished partition folder to use), BASE (a base model folder to use instead of pre-training)
 # Re-running skips finished steps (every step is resumable). Exit 1 when an expert does not beat both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,16 @@ BUDGET=${BUDGET:-131072}               # training tokens per expert; the dense L
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-300}  # base pre-training steps of 16 x 256 tokens
 JOBS=${JOBS:-2}
 LORA_LR=${LORA_LR:-0.01}                # peak learning rate of the experts and the dense LoRA
-EVAL_TOKENS=${EVAL_TOKENS:-16384}       # validation tokens per cluster (a fixed set of sequences)
+EVAL_TOKENS=${EVAL_TOKENS:-65536}       # validation tokens per cluster (a fixed set of sequences)
+LORA_R=${LORA_R:-8}
+MICRO_BATCH=${MICRO_BATCH:-8}
 MODELS=$DATA/models/stories260K
 [ -f "$MODELS/tok512.model" ] || { echo "no $MODELS/tok512.model (set MOIN_SHARED_DATA)" >&2; exit 2; }
 mkdir -p "$WORK"
 T0=$(date +%s)
 
 # 1. The partition: K clusters of the corpus, tokenised with tok512.
+if [ -n "${PART:-}" ] && [ ! -e "$WORK/part" ]; then ln -s "$(realpath "$PART")" "$WORK/part"; fi
 if [ ! -f "$WORK/part/manifest.json" ]; then
   "$MOIN" partition --input "$DATA/corpus/train.jsonl" --text-field text --label-field meta.pile_set_name \
     --tokenizer "$MODELS/tok512.model" --clusters "$K" --embedder tfidf --valid-fraction 0.05 \
@@ -42,10 +46,14 @@ cat > "$WORK/base-config.json" <<JSON
  "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
  "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2}
 JSON
+if [ -n "${BASE:-}" ]; then
+  [ -e "$WORK/base" ] || ln -s "$(realpath "$BASE")" "$WORK/base"
+else
 "$MOIN" train --mode full --partition "$WORK/part" --output "$WORK/base" --resume --quiet \
   --set model_config="$WORK/base-config.json" --set max_steps="$PRETRAIN_STEPS" --set seq_len=256 \
   --set micro_batch=16 --set lr=0.006 --set warmup_steps=20 --set weight_decay=0.01 --set eval_every=0 \
   --set eval_tokens="$EVAL_TOKENS" --set checkpoint_every=100 --set log_every=50 --set device=cpu > /dev/null
+fi
 echo "base: $(( $(date +%s) - T0 )) s"
 
 # 3. One train config for the experts and the dense baseline (same rank, same schedule).
@@ -53,12 +61,12 @@ cat > "$WORK/train.json" <<JSON
 {
   "base": "$WORK/base",
   "seq_len": 256,
-  "micro_batch": 8,
+  "micro_batch": $MICRO_BATCH,
   "token_budget": $BUDGET,
   "lr": $LORA_LR,
   "warmup_steps": 10,
   "min_lr_ratio": 0.1,
-  "lora": {"r": 8, "alpha": 16},
+  "lora": {"r": $LORA_R, "alpha": $((2 * LORA_R))},
   "eval_every": 0,
   "eval_tokens": $EVAL_TOKENS,
   "checkpoint_every": 50,

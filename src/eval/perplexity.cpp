@@ -57,11 +57,14 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
       ++n_bad;
       continue;
     }
-    std::int64_t slot = n_good;
-    if (max_docs > 0 && n_good >= max_docs) slot = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_good + 1));
-    Kept k{n_good++, std::move(text), label_field.empty() ? "" : json_path_string(j, label_field)};
-    if (slot == static_cast<std::int64_t>(kept.size())) kept.push_back(std::move(k));
-    else if (max_docs <= 0 || slot < max_docs) kept[static_cast<std::size_t>(slot)] = std::move(k);
+    Kept k{n_good, std::move(text), label_field.empty() ? "" : json_path_string(j, label_field)};
+    if (max_docs <= 0 || n_good < max_docs) {
+      kept.push_back(std::move(k));
+    } else {
+      auto slot = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_good + 1));
+      if (slot < max_docs) kept[static_cast<std::size_t>(slot)] = std::move(k);
+    }
+    ++n_good;
   }
   std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.ordinal < b.ordinal; });
   for (auto& k : kept) {
