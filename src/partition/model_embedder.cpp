@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <exception>
 #include <filesystem>
 #include <numeric>
 #include <set>
@@ -159,16 +160,17 @@ class ModelEmbedder : public Embedder {
     std::stable_sort(order.begin(), order.end(),
                      [&](std::int64_t a, std::int64_t b) { return seqs[a].size() > seqs[b].size(); });
 
-    c10::InferenceMode inference;
     const std::int64_t B = opts_.batch_size;
-    for (std::int64_t s = 0; s < n; s += B) {
-      const std::int64_t b = std::min(B, n - s);
+    const std::int64_t batches = (n + B - 1) / B;
+    float* op = out.data_ptr<float>();
+    const int d = dim();
+    auto run_batch = [&](std::int64_t bi) {
+      c10::InferenceMode inference;  // thread-local
+      const std::int64_t s = bi * B, b = std::min(B, n - s);
       const auto T = static_cast<std::int64_t>(seqs[order[s]].size());
       torch::Tensor tokens = torch::zeros({b, T}, torch::kLong);
       torch::Tensor mask = torch::zeros({b, T}, torch::kFloat);
-      torch::Tensor rows = torch::empty({b}, torch::kLong);
       auto* tp = tokens.data_ptr<std::int64_t>();
-      auto* rp = rows.data_ptr<std::int64_t>();
       auto* mp = mask.data_ptr<float>();
       for (std::int64_t r = 0; r < b; ++r) {
         const auto& q = seqs[order[s + r]];
@@ -176,12 +178,31 @@ class ModelEmbedder : public Embedder {
         // BOS is left out of the mean unless it is all there is.
         const std::size_t first = (bos_ >= 0 && q.size() > 1) ? 1 : 0;
         for (std::size_t t = first; t < q.size(); ++t) mp[r * T + t] = 1.0f;
-        rp[r] = order[s + r];
       }
       torch::Tensor h = model_->hidden_states(tokens.to(device_), hidden_index_).to(torch::kFloat);
       torch::Tensor m = mask.to(device_).unsqueeze(-1);
-      torch::Tensor p = (h * m).sum(1) / m.sum(1);
-      out.index_copy_(0, rows, p.to(torch::kCPU));
+      torch::Tensor p = ((h * m).sum(1) / m.sum(1)).to(torch::kCPU).contiguous();
+      for (std::int64_t r = 0; r < b; ++r)
+        std::copy(p.data_ptr<float>() + r * d, p.data_ptr<float>() + (r + 1) * d, op + order[s + r] * d);
+    };
+    const int threads = opts_.threads > 0 ? opts_.threads : omp_get_num_procs();
+    if (!device_.is_cpu() || threads == 1 || batches == 1) {
+      for (std::int64_t bi = 0; bi < batches; ++bi) run_batch(bi);
+    } else {
+      // On the CPU one batch per thread (torch runs single-threaded inside an OpenMP region): a small
+      // model's per-op work is too fine to split across threads, and busy-waiting intra-op threads cost
+      // more than they gain on a loaded machine. Rows are disjoint, so the writes need no lock.
+      std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (std::int64_t bi = 0; bi < batches; ++bi) {
+        try {
+          run_batch(bi);
+        } catch (...) {
+#pragma omp critical
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (error) std::rethrow_exception(error);
     }
     return out;
   }
