@@ -129,3 +129,15 @@ def test_changed_model_is_refused(setup, tmp_path):
     other.save_pretrained(tmp_path / "model")
     r = moin("embed", "--from", part / "embedder", stdin="a b c\n", check=False)
     assert r.returncode == 2 and "changed" in r.stderr, r.stderr
+
+
+def test_run_without_base_is_refused(setup, tmp_path):
+    # `moin run` pre-trains its base on the partition, so it cannot embed the partition with it.
+    d, docs, model, sp = setup
+    root = os.environ.get("MOIN_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": x}) + "\n" for x in docs))
+    r = moin("run", os.path.join(root, "configs", "tiny.json"), "--output", tmp_path / "run",
+             "--set", f"train_data={corpus}", "--set", f"valid_data={corpus}", "--set", f"tokenizer={d / 'tok.model'}",
+             "--set", "partition.embedder.type=model", check=False)
+    assert r.returncode == 2 and "needs a base model" in r.stderr, r.stderr[-2000:]
