@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "moin/model/sentence_encoder.h"
 #include "moin/partition/encoder_embedder.h"
+#include "moin/partition/model_embedder.h"
 
 namespace moin::cli {
 
@@ -27,11 +28,17 @@ void register_embed(CLI::App& app) {
       "embed", "Embed each line of stdin (plain text, or JSONL with a \"text\" field): one line of floats per input "
                "line on stdout, or token ids with --ids");
   auto& common = add_common(cmd);
-  static std::string embedder = "encoder", encoder_dir, device, from;
-  static int max_length = 0, batch_size = 32, chunk = 1024;
+  static std::string embedder = "encoder", encoder_dir, model_dir, tokenizer, device, from;
+  static int max_length = 0, batch_size = 32, chunk = 1024, layer = -1;
   static bool ids = false;
-  cmd->add_option("--embedder", embedder, "embedder type (encoder)")->capture_default_str();
+  cmd->add_option("--embedder", embedder,
+                  "embedder type: encoder, or model (raw pooled states, not centred: a partition's centred "
+                  "model embedder is used with --from)")
+      ->capture_default_str();
   cmd->add_option("--encoder", encoder_dir, "sentence-transformers model folder (for --embedder encoder)");
+  cmd->add_option("--model", model_dir, "Llama model folder (for --embedder model)");
+  cmd->add_option("--tokenizer", tokenizer, "SentencePiece model (for --embedder model; default MODEL/tokenizer.model)");
+  cmd->add_option("--layer", layer, "hidden_states index to pool (for --embedder model; -1 = last)")->capture_default_str();
   cmd->add_option("--max-length", max_length, "tokens per text (0 = the model's max_seq_length)")->capture_default_str();
   cmd->add_option("--batch-size", batch_size, "texts per forward pass")->capture_default_str();
   cmd->add_option("--device", device, "cpu, cuda, cuda:N (default: CUDA when available)");
@@ -39,9 +46,10 @@ void register_embed(CLI::App& app) {
   cmd->add_flag("--ids", ids, "print the token ids ([CLS] ... [SEP]) instead of embeddings");
   set_action(cmd, common, [] {
     require(batch_size > 0, "--batch-size must be positive");
-    require(!from.empty() || embedder == "encoder",
+    require(!from.empty() || embedder == "encoder" || embedder == "model",
             "moin embed: --embedder " + embedder + " must be fitted first; pass --from PARTITION_DIR to use a saved one");
     require(!(ids && !from.empty()), "moin embed: --ids needs --encoder DIR, not --from");
+    require(!(ids && embedder == "model"), "moin embed: --ids is for --embedder encoder (`moin tokenizer encode` shows SentencePiece ids)");
     std::unique_ptr<SentenceEncoder> tok_only;
     std::unique_ptr<Embedder> emb;
     if (ids) {
@@ -51,6 +59,17 @@ void register_embed(CLI::App& app) {
       tok_only = std::make_unique<SentenceEncoder>(SentenceEncoder::load(encoder_dir, o));
     } else if (!from.empty()) {
       emb = load_embedder(from);
+    } else if (embedder == "model") {
+      EmbedderOptions o;
+      o.type = "model";
+      o.model_dir = model_dir;
+      o.tokenizer = tokenizer;
+      o.layer = layer;
+      o.batch_size = batch_size;
+      if (max_length > 0) o.max_length = max_length;
+      o.center = false;  // the mean is learned from a fit sample; here every line is embedded on its own terms
+      if (!device.empty()) o.device = device;
+      emb = make_model_embedder(o);
     } else {
       emb = make_encoder_embedder(encoder_dir, batch_size, max_length, device);
     }

@@ -17,7 +17,7 @@ void register_partition(CLI::App& app) {
   auto& common = add_common(cmd);
   static std::string step = "all";
   static std::vector<std::string> inputs;
-  static std::string text_field, label_field, tokenizer, embedder, output;
+  static std::string text_field, label_field, tokenizer, embedder, model_dir, output;
   static int clusters = 0, shard = -1, num_shards = 0;
   static double valid_fraction = 0;
   static bool strict = false;
@@ -29,6 +29,7 @@ void register_partition(CLI::App& app) {
   auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model of the base model");
   auto* o_k = cmd->add_option("--clusters", clusters, "number of clusters K");
   auto* o_emb = cmd->add_option("--embedder", embedder, "tfidf, model or encoder");
+  auto* o_model = cmd->add_option("--model", model_dir, "base model folder for --embedder model (embedder.model_dir)");
   auto* o_out = cmd->add_option("--output", output, "the partition directory");
   auto* o_shard = cmd->add_option("--shard", shard, "assign only slice I (0-based) of --num-shards");
   auto* o_ns = cmd->add_option("--num-shards", num_shards, "number of corpus slices");
@@ -43,6 +44,7 @@ void register_partition(CLI::App& app) {
     flag(flags, o_tok, "tokenizer", tokenizer);
     flag(flags, o_k, "kmeans.k", clusters);
     flag(flags, o_emb, "embedder.type", embedder);
+    flag(flags, o_model, "embedder.model_dir", model_dir);
     flag(flags, o_out, "output", output);
     flag(flags, o_shard, "shard", shard);
     flag(flags, o_ns, "num_shards", num_shards);

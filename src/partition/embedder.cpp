@@ -5,6 +5,7 @@
 
 #include "moin/core/fs.h"
 #include "moin/partition/encoder_embedder.h"
+#include "moin/partition/model_embedder.h"
 #include "tfidf_embedder.h"
 
 namespace moin {
@@ -13,7 +14,7 @@ std::unique_ptr<Embedder> make_embedder(const EmbedderOptions& opts) {
   opts.validate();
   if (opts.type == "tfidf") return tfidf::make(opts);
   if (opts.type == "encoder") return make_encoder_embedder(opts.encoder_dir, opts.batch_size, opts.max_length);
-  if (opts.type == "model") throw UserError("embedder type \"" + opts.type + "\" is not built yet");
+  if (opts.type == "model") return make_model_embedder(opts);
   throw UserError("unknown embedder type \"" + opts.type + "\" (tfidf, model or encoder)");
 }
 
@@ -24,7 +25,7 @@ std::unique_ptr<Embedder> load_embedder(const std::string& dir) {
   std::string type = meta["type"].get<std::string>();
   if (type == "tfidf") return tfidf::load(dir, meta);
   if (type == "encoder") return load_encoder_embedder(dir);
-  if (type == "model") throw UserError("embedder type \"" + type + "\" is not built yet");
+  if (type == "model") return load_model_embedder(dir);
   throw UserError(dir + "/embedder.json: unknown embedder type \"" + type + "\"");
 }
 

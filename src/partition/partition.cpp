@@ -252,6 +252,7 @@ json partition_fingerprint(const PartitionOptions& opts) {
   j["kmeans"].erase("threads");
   j["kmeans"].erase("verbose");
   j["embedder"].erase("threads");
+  j["embedder"].erase("device");
   return j;
 }
 
@@ -312,10 +313,12 @@ void partition_fit(const PartitionOptions& opts) {
           "the corpus has " + std::to_string(texts.size()) + " documents, fewer than the " + std::to_string(k) +
               " clusters asked for");
 
-  auto embedder = make_embedder(opts.embedder);
+  // The model embedder reads documents with the base model's tokenizer: the partition's, unless named.
+  EmbedderOptions eo = opts.embedder;
+  if (eo.type == "model" && eo.tokenizer.empty()) eo.tokenizer = opts.tokenizer;
+  auto embedder = make_embedder(eo);
   auto t_embed = std::chrono::steady_clock::now();
-  embedder->fit(texts);
-  std::vector<float> x = embedder->embed(texts);
+  std::vector<float> x = embedder->fit_embed(texts);
   const int d = embedder->dim();
   spdlog::info("partition fit: {} embedder fitted and {} sample documents embedded (dim {}) in {:.1f} s",
                embedder->type(), texts.size(), d, seconds_since(t_embed));

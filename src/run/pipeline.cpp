@@ -201,6 +201,18 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     p["corpus"]["label_field"] = opts.label_field;
     p["tokenizer"] = tok;
     p["output"] = c.path("partition");
+    // The model embedder reads documents with the base model, which must exist before the partition:
+    // a given base, not the one the pipeline pre-trains on the partition's clusters.
+    if (p.contains("embedder") && p["embedder"].value("type", std::string()) == "model") {
+      if (p["embedder"].value("model_dir", std::string()).empty()) {
+        require(!opts.base.empty(),
+                "run: partition.embedder.type=model needs a base model (set `base`, or "
+                "partition.embedder.model_dir): the pipeline pre-trains its base on the partition, so it cannot "
+                "embed the partition's documents with it");
+        p["embedder"]["model_dir"] = stdfs::absolute(opts.base).string();
+      }
+      if (!p["embedder"].contains("device")) p["embedder"]["device"] = opts.device;
+    }
     child(c, "partition", {"partition", "--config", write_config(c, "partition", p)});
     return json::object();
   });

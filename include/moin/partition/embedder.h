@@ -18,6 +18,12 @@ class Embedder {
   virtual int dim() const = 0;
   // Learns what it needs from a sample of documents (idf, projection); pretrained embedders ignore it.
   virtual void fit(const std::vector<std::string>& sample) { (void)sample; }
+  // fit(sample) then embed(sample); an embedder that must run its model over the sample to fit (model)
+  // overrides it to do that once.
+  virtual std::vector<float> fit_embed(const std::vector<std::string>& sample) {
+    fit(sample);
+    return embed(sample);
+  }
   // Row-major [texts.size() x dim()] float32, each row L2-normalised. Thread-safe.
   virtual std::vector<float> embed(const std::vector<std::string>& texts) const = 0;
   // Writes the fitted state into `dir` (its own files plus dir/embedder.json holding {"type": ...}).
@@ -46,9 +52,12 @@ struct EmbedderOptions {
   std::uint64_t seed = 1234;
   int threads = 0;
 
-  // ---- model: mean-pooled hidden states of the base LLM (written by another helper).
+  // ---- model: mean-pooled hidden states of a layer of the frozen base LLM (model_embedder.h).
   std::string model_dir;
   int layer = -1;
+  std::string tokenizer;
+  bool center = true;
+  std::string device = "auto";
   // ---- encoder: a sentence-transformers encoder (written by another helper).
   std::string encoder_dir;
   int batch_size = 32;
@@ -71,8 +80,11 @@ struct EmbedderOptions {
     v("max_chars", max_chars, "tfidf: only the first N characters of a document are read (0 = all)");
     v("seed", seed, "tfidf: seed of the fit sample and of the randomized SVD");
     v("threads", threads, "threads for embed() (0 = all cores)");
-    v("model_dir", model_dir, "model: folder of the base model");
-    v("layer", layer, "model: hidden layer to pool (-1 = last)");
+    v("model_dir", model_dir, "model: folder of the base model (Hugging Face layout: config.json + model.safetensors)");
+    v("layer", layer, "model: hidden_states index to pool, as Hugging Face's output_hidden_states: 0 = token embeddings, i = output of decoder layer i, -1 = last (after the final norm)");
+    v("tokenizer", tokenizer, "model: SentencePiece model of the base model (\"\" = the partition's tokenizer, else MODEL_DIR/tokenizer.model)");
+    v("center", center, "model: subtract the mean pooled vector of the fit sample before L2 normalisation");
+    v("device", device, "model: auto (CUDA when available), cpu, cuda or cuda:N");
     v("encoder_dir", encoder_dir, "encoder: folder of the sentence encoder");
     v("batch_size", batch_size, "model/encoder: documents per forward pass");
     v("max_length", max_length, "model/encoder: tokens read per document");
@@ -93,6 +105,7 @@ struct EmbedderOptions {
     require(threads >= 0, "embedder.threads must be >= 0");
     require(batch_size > 0, "embedder.batch_size must be positive");
     require(max_length > 0, "embedder.max_length must be positive");
+    require(!device.empty(), "embedder.device must be auto, cpu, cuda or cuda:N");
   }
 };
 
