@@ -114,8 +114,9 @@ bool split_is_valid(const Document& d, double valid_fraction, std::uint64_t seed
 }
 
 // Nearest centroid of one vector, accumulated in double in a fixed order: the result of a document never
-// depends on the batch it was embedded in, so any slicing of the corpus assigns it the same way.
-std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km) {
+// depends on the batch it was embedded in, so any slicing of the corpus assigns it the same way. With
+// `all`, every centroid's distance is also stored there (rounded to float): the rows a balanced merge reads.
+std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km, float* all = nullptr) {
   int best = 0;
   double best_d = 0;
   for (int c = 0; c < km.k; ++c) {
@@ -131,32 +132,13 @@ std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km) {
         d += t * t;
       }
     }
+    if (all) all[c] = static_cast<float>(d);
     if (c == 0 || d < best_d) {
       best = c;
       best_d = d;
     }
   }
   return {best, static_cast<float>(best_d)};
-}
-
-// All k distances of one vector, computed exactly as nearest_centroid() does (then rounded to float):
-// the rows a balanced merge reads.
-void centroid_distances(const float* x, const KMeansResult& km, float* out) {
-  for (int c = 0; c < km.k; ++c) {
-    const float* cc = km.centroids.data() + static_cast<std::size_t>(c) * km.d;
-    double d = 0;
-    if (km.spherical) {
-      double ip = 0;
-      for (int j = 0; j < km.d; ++j) ip += static_cast<double>(x[j]) * cc[j];
-      d = 1.0 - ip;
-    } else {
-      for (int j = 0; j < km.d; ++j) {
-        double t = static_cast<double>(x[j]) - cc[j];
-        d += t * t;
-      }
-    }
-    out[c] = static_cast<float>(d);
-  }
 }
 
 // Cuts s to at most n bytes at a UTF-8 character boundary.
@@ -429,8 +411,7 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (std::int64_t i = 0; i < static_cast<std::int64_t>(n); ++i) {
       ids[i] = tok.encode(texts[i]);
-      nearest[i] = nearest_centroid(x.data() + i * km.d, km);
-      if (balanced) centroid_distances(x.data() + i * km.d, km, rows.data() + i * km.k);
+      nearest[i] = nearest_centroid(x.data() + i * km.d, km, balanced ? rows.data() + i * km.k : nullptr);
     }
     if (balanced)
       dist_out.write(reinterpret_cast<const char*>(rows.data()), static_cast<std::streamsize>(rows.size() * sizeof(float)));

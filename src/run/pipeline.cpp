@@ -126,15 +126,13 @@ std::string adapter_dir_in(const std::string& dir) {
 // token_budget = the tokens of one expert run, which a run over every cluster multiplies by the number of
 // clusters: it trains on as many tokens as all the experts together, the comparison MoIN makes.
 json baseline_section(const Ctx& c, const std::string& name) {
-  json own = c.section(name), t = c.section("expert");
+  const json expert = c.section("expert"), own = c.section(name);
+  json t = expert;
   for (auto it = own.begin(); it != own.end(); ++it) t[it.key()] = it.value();
   if (own.contains("token_budget") || own.contains("max_steps")) return t;
   TrainOptions e;
-  json expert = c.section("expert");
-  expert.erase("mode");
   config::read_into(e, expert);
-  std::int64_t per_expert = e.token_budget > 0 ? e.token_budget
-                                               : e.max_steps * e.micro_batch * e.grad_accum * e.seq_len;
+  std::int64_t per_expert = e.token_budget > 0 ? e.token_budget : e.max_steps * e.tokens_per_step();
   require(per_expert > 0, "run: section expert names no budget (token_budget or max_steps)");
   t.erase("max_steps");
   t["token_budget"] = per_expert;
