@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The experts-vs-baselines experiment on a tiny CPU setup (about 25 minutes on 2 idle cores):
+# The experts-vs-baselines experiment on a tiny CPU setup (about 21 minutes on 2 idle cores):
 #   part     the shared multi-domain corpus partitioned into K clusters (tf-idf + k-means), tokenised with
 #            stories260K's 512-token SentencePiece model
 #   base     a small Llama (hidden 64, 4 layers, 0.2M parameters) pre-trained from scratch by
