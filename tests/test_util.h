@@ -10,6 +10,8 @@
 #include <random>
 #include <string>
 
+#include "moin/core/error.h"
+
 namespace moin::test {
 
 namespace stdfs = std::filesystem;
@@ -42,6 +44,17 @@ inline std::string shared_data() {
 
 inline void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
+}
+
+// The message of the UserError that f() throws; a test failure (and "") when it throws none.
+template <class F> std::string user_error_of(F&& f) {
+  try {
+    f();
+  } catch (const moin::UserError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no UserError";
+  return "";
 }
 
 inline std::string read_file(const std::string& path) {

@@ -18,6 +18,7 @@ namespace {
 using moin::LlamaConfig;
 using moin::LlamaForCausalLM;
 using moin::test::TempDir;
+using moin::test::user_error_of;
 
 const char* kStoriesReference =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "
@@ -37,16 +38,6 @@ LlamaConfig small_config(bool tied) {
 }
 
 torch::Tensor ids(std::vector<std::int64_t> v) { return torch::tensor(v).view({1, -1}); }
-
-template <class F> std::string user_error_of(F&& f) {
-  try {
-    f();
-  } catch (const moin::UserError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no UserError";
-  return "";
-}
 
 TEST(Checkpoint, SaveLoadRoundTripKeepsLogits) {
   for (bool tied : {false, true}) {

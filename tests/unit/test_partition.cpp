@@ -191,11 +191,9 @@ TEST(Partition, MergeRefusesMissingSlices) {
   moin::partition_fit(o);
   EXPECT_THROW(moin::partition_merge(o), moin::UserError);  // nothing assigned yet
   moin::partition_assign(o, 0, 2);
-  try {
-    moin::partition_merge(o);
-    ADD_FAILURE() << "merge ran without slice 1";
-  } catch (const moin::UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("slices 1 of 2"), std::string::npos) << e.what();
+  {
+    std::string msg = moin::test::user_error_of([&] { moin::partition_merge(o); });
+    EXPECT_NE(msg.find("slices 1 of 2"), std::string::npos) << msg;
   }
   moin::partition_assign(o, 1, 2);
   EXPECT_EQ(moin::partition_merge(o).documents, 360);
@@ -226,11 +224,9 @@ TEST(Partition, ResumesAndRefusesChangedOptions) {
   // Other options against a finished folder: an error naming the option, unless overwrite.
   auto changed = o;
   changed.kmeans.k = 2;
-  try {
-    moin::run_partition(changed);
-    ADD_FAILURE() << "changed options accepted";
-  } catch (const moin::UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("kmeans.k"), std::string::npos) << e.what();
+  {
+    std::string msg = moin::test::user_error_of([&] { moin::run_partition(changed); });
+    EXPECT_NE(msg.find("kmeans.k"), std::string::npos) << msg;
   }
   changed.threads = 1;  // not part of the fingerprint
   changed.kmeans.k = 3;
@@ -257,11 +253,9 @@ TEST(Partition, BadInputIsCountedOrStopsInStrictMode) {
 
   o.output = f.dir / "strict";
   o.corpus.strict = true;
-  try {
-    moin::run_partition(o);
-    ADD_FAILURE() << "strict mode read past bad input";
-  } catch (const moin::UserError& e) {
-    EXPECT_NE(std::string(e.what()).find(bad + ":61"), std::string::npos) << e.what();
+  {
+    std::string msg = moin::test::user_error_of([&] { moin::run_partition(o); });
+    EXPECT_NE(msg.find(bad + ":61"), std::string::npos) << msg;
   }
   // Fewer documents than clusters.
   moin::test::write_file(f.dir / "tiny.jsonl", "{\"text\": \"only one\"}\n");
@@ -412,19 +406,15 @@ TEST(Partition, BalancedAssignmentCapsEveryCluster) {
   EXPECT_EQ(stdfs::last_write_time(out + "/manifest.json"), t);
   auto other = o;
   other.kmeans.balance_factor = 1.5;
-  try {
-    moin::run_partition(other);
-    ADD_FAILURE() << "a changed balance_factor was accepted";
-  } catch (const moin::UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("kmeans.balance_factor"), std::string::npos) << e.what();
+  {
+    std::string msg = moin::test::user_error_of([&] { moin::run_partition(other); });
+    EXPECT_NE(msg.find("kmeans.balance_factor"), std::string::npos) << msg;
   }
   other.kmeans.balance_factor = 0.5;
   other.output = f.dir / "half";
-  try {
-    moin::run_partition(other);
-    ADD_FAILURE() << "balance_factor 0.5 was accepted";
-  } catch (const moin::UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("balance_factor must be 0 (off) or >= 1"), std::string::npos) << e.what();
+  {
+    std::string msg = moin::test::user_error_of([&] { moin::run_partition(other); });
+    EXPECT_NE(msg.find("balance_factor must be 0 (off) or >= 1"), std::string::npos) << msg;
   }
   EXPECT_FALSE(stdfs::exists(f.dir / "half/fit.json"));
 }
