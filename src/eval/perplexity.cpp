@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "moin/core/progress.h"
+#include "moin/core/reservoir.h"
 #include "moin/data/tokenizer.h"
 
 namespace moin {
@@ -58,12 +59,11 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
       continue;
     }
     Kept k{n_good, std::move(text), label_field.empty() ? "" : json_path_string(j, label_field)};
-    if (max_docs <= 0 || n_good < max_docs) {
+    const std::int64_t slot = max_docs > 0 ? reservoir_slot(n_good, max_docs, rng) : n_good;
+    if (slot == static_cast<std::int64_t>(kept.size()))
       kept.push_back(std::move(k));
-    } else {
-      auto slot = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_good + 1));
-      if (slot < max_docs) kept[static_cast<std::size_t>(slot)] = std::move(k);
-    }
+    else if (slot >= 0)
+      kept[static_cast<std::size_t>(slot)] = std::move(k);
     ++n_good;
   }
   std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.ordinal < b.ordinal; });

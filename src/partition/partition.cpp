@@ -24,6 +24,7 @@
 #include "moin/core/hash.h"
 #include "moin/core/log.h"
 #include "moin/core/progress.h"
+#include "moin/core/reservoir.h"
 #include "moin/core/strings.h"
 #include "moin/data/token_shard.h"
 #include "moin/data/tokenizer.h"
@@ -275,10 +276,10 @@ void partition_fit(const PartitionOptions& opts) {
     Progress progress("fit: reading", 0, "docs");
     Document d;
     while (reader.next(d)) {
-      std::int64_t slot = seen < opts.sample ? seen : static_cast<std::int64_t>(rng() % (seen + 1));
+      std::int64_t slot = reservoir_slot(seen, opts.sample, rng);
       ++seen;
       progress.add();
-      if (slot >= opts.sample) continue;
+      if (slot < 0) continue;
       cut_utf8(d.text, static_cast<std::size_t>(opts.sample_max_bytes));
       if (slot == static_cast<std::int64_t>(texts.size())) {
         texts.push_back(std::move(d.text));
