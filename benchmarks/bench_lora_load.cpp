@@ -1,11 +1,16 @@
 // How long loading one expert takes (routed inference loads an adapter on every cache miss), for a
 // TinyLlama-1.1B-shaped base (22 layers, hidden 2048, MLP 5632, 4 kv heads of 64) and r = 16 on all seven
-// projections: 12.6 M parameters, 50 MB in float32. Also attach/detach and merge/unmerge times.
+// projections: 12.6 M parameters, 50 MB in float32. Also attach/detach times, and the swap an expert
+// change costs on a cache miss (read the file, copy to the device, attach) as p50/p99 over the repeats.
+// The last line, RESULT {...}, carries every figure as JSON (scripts/gpu_check.py reads it).
 //
 //   bench_lora_load [--device cpu|cuda] [--dtype float32|bfloat16] [--repeat N] [--layers N] [--rank R]
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <vector>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -58,6 +63,7 @@ int main(int argc, char** argv) {
   (void)moin::LoraAdapter::load(dir.string(), base);  // warm the page cache
   sync();
   double best = 1e30, total = 0;
+  std::vector<double> swaps;
   for (int i = 0; i < repeat; ++i) {
     t0 = Clock::now();
     auto a = moin::LoraAdapter::load(dir.string(), base);
@@ -65,7 +71,16 @@ int main(int argc, char** argv) {
     const double t = ms_since(t0);
     best = std::min(best, t);
     total += t;
+    a.attach(base);
+    sync();
+    swaps.push_back(ms_since(t0));
+    moin::LoraAdapter::detach(base);
   }
+  std::sort(swaps.begin(), swaps.end());
+  auto pct = [&](double q) {  // nearest-rank percentile
+    const auto k = static_cast<std::size_t>(std::ceil(q * static_cast<double>(swaps.size())));
+    return swaps[std::min(swaps.size() - 1, k == 0 ? 0 : k - 1)];
+  };
   t0 = Clock::now();
   for (int i = 0; i < repeat; ++i) {
     adapter.attach(base);
@@ -79,6 +94,13 @@ int main(int argc, char** argv) {
   std::printf("load (page cache warm): best %.2f ms, mean %.2f ms over %d, %.2f GB/s\n", best, total / repeat, repeat,
               bytes / (best * 1e6));
   std::printf("attach + detach: %.1f us\n", attach_us);
+  std::printf("swap (load to %s + attach): p50 %.2f ms, p99 %.2f ms over %d\n", device_name.c_str(), pct(0.5),
+              pct(0.99), repeat);
+  std::printf("RESULT {\"device\": \"%s\", \"dtype\": \"%s\", \"layers\": %d, \"rank\": %d, \"parameters\": %lld, "
+              "\"bytes\": %lld, \"load_best_ms\": %.4f, \"load_mean_ms\": %.4f, \"swap_p50_ms\": %.4f, "
+              "\"swap_p99_ms\": %.4f, \"attach_detach_us\": %.3f, \"repeat\": %d}\n",
+              device_name.c_str(), dtype_name.c_str(), layers, rank, static_cast<long long>(adapter.num_parameters()),
+              static_cast<long long>(bytes), best, total / repeat, pct(0.5), pct(0.99), attach_us, repeat);
   std::filesystem::remove_all(dir);
   return 0;
 }

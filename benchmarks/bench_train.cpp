@@ -3,12 +3,15 @@
 //   CUDA (when available): a TinyLlama-1.1B-shaped model (hidden 2048, intermediate 5632, 22 layers,
 //   32 heads, 4 kv heads, vocab 32000; random weights), LoRA and full, bf16 autocast, with MFU.
 // Each case runs in its own process (this executable re-run with --case NAME), so its peak memory is its
-// own. Figures come from the run's last metrics.jsonl line (the first steps, which warm up, excluded).
+// own. Every step is logged; the figures are the median over the steps after the first two (warm-up).
+// RESULT lines also carry the model's shape and the LoRA settings, so a reference (scripts/gpu_check.py,
+// transformers + peft) can train exactly the same thing.
 //
 //   bench_train [--steps N] [--case NAME]     cases: cpu-lora, cpu-full, cuda-lora, cuda-full
 #include <torch/cuda.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +25,7 @@
 #include "moin/core/strings.h"
 #include "moin/data/token_shard.h"
 #include "moin/model/checkpoint.h"
+#include "moin/model/lora.h"
 #include "moin/train/perf.h"
 #include "moin/train/trainer.h"
 
@@ -105,7 +109,7 @@ int run_case(const Case& c, int steps) {
   o.seq_len = c.seq_len;
   o.micro_batch = c.micro_batch;
   o.max_steps = steps;
-  o.log_every = std::max(1, steps / 2);  // the last window leaves the warm-up steps out
+  o.log_every = 1;  // one line per step: the median over steps is robust to a slow one
   o.eval_every = 0;
   o.eval_tokens = c.seq_len;
   o.checkpoint_every = 0;
@@ -123,21 +127,35 @@ int run_case(const Case& c, int steps) {
     o.model_config = (tmp / "config.json").string();
   }
   auto summary = moin::train(o, false);
-  json last;
+  std::vector<double> rates, mfus;
   std::ifstream in(tmp / "out" / "metrics.jsonl");
+  int seen = 0;
   for (std::string line; std::getline(in, line);) {
     auto j = json::parse(line);
-    if (j.value("kind", "") == "train") last = j;
+    if (j.value("kind", "") != "train" || ++seen <= 2) continue;  // the first two steps warm up
+    rates.push_back(j.value("tokens_per_s", 0.0));
+    if (j.contains("mfu") && j["mfu"].is_number()) mfus.push_back(j["mfu"].get<double>());
   }
+  auto median = [](std::vector<double> v) -> json {
+    if (v.empty()) return json();
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  moin::LoraOptions lora;
   json r{{"case", c.name},
          {"params", c.config.num_parameters()},
          {"trainable", summary["trainable_parameters"]},
          {"seq_len", c.seq_len},
          {"micro_batch", c.micro_batch},
-         {"tokens_per_s", last.value("tokens_per_s", 0.0)},
-         {"mfu", last.value("mfu", json())},
+         {"timed_steps", rates.size()},
+         {"tokens_per_s", median(rates).is_null() ? 0.0 : median(rates).get<double>()},
+         {"mfu", median(mfus)},
          {"peak_memory_bytes", summary["peak_memory_bytes"]},
-         {"device", c.cuda ? moin::cuda_device_name(0) : std::string("cpu")}};
+         {"device", c.cuda ? moin::cuda_device_name(0) : std::string("cpu")},
+         {"config", c.config.to_json()},
+         {"lora", c.lora ? json{{"r", lora.r}, {"alpha", lora.alpha}, {"target_modules", lora.target_modules}} : json()},
+         {"autocast_bf16", c.cuda},
+         {"lr", o.lr}};
   std::printf("RESULT %s\n", r.dump().c_str());
   std::error_code ec;
   stdfs::remove_all(tmp, ec);

@@ -5,7 +5,8 @@
 # Nothing is installed system-wide: every .deb in DIR is unpacked (dpkg -x) into BUILD_DIR/deps, which
 # CMake uses as MOIN_DEPS_PREFIX. LibTorch is the one of the host's PyTorch (system python3, no venv);
 # nvcc from PATH, $CUDACXX or /usr/local/cuda. Env: MOIN_JOBS (build jobs, default nproc), PYTHON (the
-# python whose torch to use, default python3), MOIN_SKIP_TESTS=1 (build only), MOIN_CONFIGURE_ONLY=1 (stop
+# python whose torch to use, default python3), MOIN_SKIP_TESTS=1 (build only), MOIN_TARGETS="a b" (build only
+# these targets), MOIN_CONFIGURE_ONLY=1 (stop
 # after cmake's configure step, e.g. to check which packages it found: grep _DIR BUILD_DIR/CMakeCache.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,9 @@ if "$PY" -c 'import pytest, safetensors, numpy' 2> /dev/null; then py_args+=(-DM
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DMOIN_DEPS_PREFIX="$PREFIX" -DMOIN_CUDA=ON "${cuda_args[@]}" "${py_args[@]}" "$@"
 if [ "${MOIN_CONFIGURE_ONLY:-0}" = 1 ]; then echo "build-cuda: configured $BUILD"; exit 0; fi
-cmake --build "$BUILD" -j "$JOBS"
+targets=()
+[ -n "${MOIN_TARGETS:-}" ] && targets=(--target ${MOIN_TARGETS})
+cmake --build "$BUILD" -j "$JOBS" "${targets[@]}"
 if [ "${MOIN_SKIP_TESTS:-0}" != 1 ]; then
   (cd "$BUILD" && ctest --output-on-failure -j "$JOBS")
 fi

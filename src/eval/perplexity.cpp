@@ -155,24 +155,39 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   std::vector<double> nll_base(n, nan), nll_cpt(n, nan), nll_dense(n, nan);
   std::vector<std::vector<double>> nll_exp(static_cast<std::size_t>(K), std::vector<double>(n, nan));
 
+  nlohmann::json throughput = nlohmann::json::object();
+  // Times one pass over `which` (tokens = every position forwarded, padding excluded).
+  auto timed = [&](const char* pass, Scorer& s, const std::vector<std::size_t>& which, std::vector<double>& out) {
+    auto t = std::chrono::steady_clock::now();
+    score_docs(s, docs, which, opts.batch_size, out, &progress);
+    auto& j = throughput[pass];
+    std::int64_t tokens = j.value("tokens", std::int64_t{0});
+    for (std::size_t i : which) tokens += static_cast<std::int64_t>(docs[i].tokens.size());
+    double seconds = j.value("seconds", 0.0) + std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    j = {{"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0}};
+  };
   base.use(-1);
-  score_docs(base, docs, all, opts.batch_size, nll_base, &progress);
+  timed("base", base, all, nll_base);
   for (int e = 0; e < K; ++e) {
     std::vector<std::size_t> need;
     for (std::size_t i : all)
       if (opts.oracle || docs[i].routed == e || (opts.random && docs[i].random == e)) need.push_back(i);
     if (need.empty()) continue;
+    auto t = std::chrono::steady_clock::now();
     base.use(e);
-    score_docs(base, docs, need, opts.batch_size, nll_exp[static_cast<std::size_t>(e)], &progress);
+    // The adapter switch counts toward the experts' pass: routing pays it.
+    throughput["experts"]["seconds"] =
+        throughput["experts"].value("seconds", 0.0) + std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    timed("experts", base, need, nll_exp[static_cast<std::size_t>(e)]);
   }
   if (dense_adapter >= 0) {
     base.use(dense_adapter);
-    score_docs(base, docs, all, opts.batch_size, nll_dense, &progress);
+    timed("dense", base, all, nll_dense);
   }
   base.use(-1);
   if (cpt) {
     cpt->use(-1);
-    score_docs(*cpt, docs, all, opts.batch_size, nll_cpt, &progress);
+    timed("cpt", *cpt, all, nll_cpt);
   }
   progress.finish();
 
@@ -207,6 +222,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   r.systems.push_back(s_moin);
   if (opts.random) r.systems.push_back(s_random);
   if (opts.oracle) r.systems.push_back(s_oracle);
+  r.throughput = std::move(throughput);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -247,6 +263,7 @@ nlohmann::json PplReport::to_json() const {
   }
   j["documents"] = {{"index", index}, {"routed", routed}, {"oracle", oracle}, {"label", labels}};
   if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
+  if (!throughput.is_null()) j["throughput"] = throughput;
   return j;
 }
 

@@ -2,6 +2,7 @@
 #include "moin/model/inspect.h"
 
 #include "moin/core/error.h"
+#include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/lora.h"
 #include "moin/model/safetensors_torch.h"
@@ -13,6 +14,8 @@ void LogitsDumpOptions::validate() const {
   require(!output.empty(), "logits: output (--output FILE.safetensors) is required");
   require(!tokens.empty(), "logits: tokens (--tokens \"1 2 3\") must not be empty");
   parse_dtype(dtype);
+  require(!adapter_grads || !adapter.empty(), "logits: adapter_grads needs an adapter (--adapter DIR)");
+  require(!adapter_grads || tokens.size() >= 2, "logits: adapter_grads needs at least 2 tokens");
 }
 
 void dump_logits(const LogitsDumpOptions& opts) {
@@ -21,16 +24,41 @@ void dump_logits(const LogitsDumpOptions& opts) {
   for (auto t : opts.tokens)
     require(t >= 0 && t < model->config.vocab_size,
             "logits: token " + std::to_string(t) + " outside the vocabulary of " + opts.model);
+  model->set_requires_grad(false);  // only the adapter's gradients are asked for
+  LoraAdapter adapter;
   if (!opts.adapter.empty()) {
     auto base = model->linears();
-    LoraAdapter::load(opts.adapter, base).attach(base);  // on the model's device and dtype
+    LoraPlacement where;
+    where.trainable = opts.adapter_grads;
+    adapter = LoraAdapter::load(opts.adapter, base, where);  // on the model's device and dtype
+    adapter.attach(base);
   }
-  torch::NoGradGuard no_grad;
   auto ids = torch::tensor(opts.tokens, torch::kInt64).view({1, -1}).to(model->device());
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  out.emplace_back("logits", model->forward(ids).to(torch::kCPU, torch::kFloat32));
-  if (opts.hidden_layer != -1000)
-    out.emplace_back("hidden_states", model->hidden_states(ids, opts.hidden_layer).to(torch::kCPU, torch::kFloat32));
+  const auto T = ids.size(1);
+  if (opts.adapter_grads) {
+    torch::Tensor logits;
+    {
+      AutocastBf16 ac(model->device(), opts.autocast_bf16);
+      logits = model->forward(ids);
+    }
+    auto loss = cross_entropy(logits.narrow(1, 0, T - 1), ids.narrow(1, 1, T - 1));
+    loss.backward();
+    out.emplace_back("logits", logits.detach().to(torch::kCPU, torch::kFloat32));
+    out.emplace_back("loss", loss.detach().to(torch::kCPU, torch::kFloat32).view({1}));
+    for (const auto& m : adapter.modules()) {
+      // The names PEFT gives the adapter's tensors, so a reference can match them one to one.
+      const std::string key = "grad.base_model.model." + m.name;
+      out.emplace_back(key + ".lora_A.weight", m.A.grad().to(torch::kCPU, torch::kFloat32));
+      out.emplace_back(key + ".lora_B.weight", m.B.grad().to(torch::kCPU, torch::kFloat32));
+    }
+  } else {
+    torch::NoGradGuard no_grad;
+    AutocastBf16 ac(model->device(), opts.autocast_bf16);
+    out.emplace_back("logits", model->forward(ids).to(torch::kCPU, torch::kFloat32));
+    if (opts.hidden_layer != -1000)
+      out.emplace_back("hidden_states", model->hidden_states(ids, opts.hidden_layer).to(torch::kCPU, torch::kFloat32));
+  }
   out.emplace_back("tokens", ids.to(torch::kCPU));
   st::save(opts.output, out);
 }

@@ -1,7 +1,6 @@
 #include "moin/train/trainer.h"
 
 #include <ATen/Context.h>
-#include <ATen/autocast_mode.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
@@ -19,6 +18,7 @@
 #include "moin/core/log.h"
 #include "moin/core/progress.h"
 #include "moin/core/strings.h"
+#include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/lora.h"
 #include "moin/train/data.h"
@@ -34,28 +34,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// Mixed precision for the forward pass, as torch.autocast does it: bf16 matrix multiplies, float32
-// reductions; the weight casts cached inside the region are dropped when it ends.
-struct AutocastBf16 {
-  at::DeviceType type;
-  bool on, prev_enabled = false;
-  at::ScalarType prev_dtype = at::kFloat;
-  AutocastBf16(torch::Device device, bool enabled) : type(device.type()), on(enabled) {
-    if (!on) return;
-    prev_enabled = at::autocast::is_autocast_enabled(type);
-    prev_dtype = at::autocast::get_autocast_dtype(type);
-    at::autocast::set_autocast_enabled(type, true);
-    at::autocast::set_autocast_dtype(type, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastBf16() {
-    if (!on) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(type, prev_enabled);
-    at::autocast::set_autocast_dtype(type, prev_dtype);
-  }
-};
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();

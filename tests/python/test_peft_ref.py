@@ -118,3 +118,48 @@ def test_adapter_for_another_model_is_rejected(tmp_path):
              "--output", tmp_path / "x.safetensors", check=False)
     assert r.returncode == 2, r.stderr
     assert str(ad) in r.stderr and "layers.2" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_adapter_gradients_match_peft(tmp_path, autocast):
+    """One training step's gradients of every A and B (`moin logits --set adapter_grads=true`) equal peft's,
+    in float32 and under bf16 autocast (what training does on a GPU; here on the CPU)."""
+    peft_model, base, ad = peft_made_adapter(tmp_path, seed=7)
+    ids = torch.tensor([TOKENS])
+
+    def peft_grads(dtype, autocast):
+        model = PeftModel.from_pretrained(random_hf_model(seed=7), str(ad), is_trainable=True).to(dtype)
+        model.train()
+        for m in model.modules():  # the adapter was saved with dropout 0.05: compare without it
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(ids).logits
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
+        loss.backward()
+        return {n.replace(".default", ""): p.grad.double() for n, p in model.named_parameters() if p.requires_grad}, loss
+
+    ref, loss = peft_grads(torch.float32, autocast)
+    # Two bf16 computations round differently: under autocast both are judged against float64.
+    exact, _ = peft_grads(torch.float64, False) if autocast else (ref, None)
+
+    out = tmp_path / "grads.safetensors"
+    args = ["logits", "--model", base, "--adapter", ad, "--tokens", " ".join(map(str, TOKENS)), "--output", out,
+            "--set", "adapter_grads=true"]
+    if autocast:
+        args += ["--set", "autocast_bf16=true"]
+    moin(*args)
+    ours = load_file(out)
+    assert abs(float(ours["loss"][0]) - float(loss)) < (2e-2 if autocast else 1e-5)
+    assert len(ref) == 2 * 4 * 2  # A and B of 4 projections in 2 layers
+    for name, g in exact.items():
+        err = float((ours["grad." + name].double() - g).norm() / g.norm())
+        if autocast:  # no worse than peft's own bf16 error (and far from a wrong gradient's ~1)
+            peft_err = float((ref[name] - g).norm() / g.norm())
+            assert err <= max(2 * peft_err, 1e-2), (name, err, peft_err)
+        else:
+            assert err < 1e-5, (name, err)
+    # Without an adapter there is nothing to differentiate: a user error, not a crash.
+    r = moin("logits", "--model", base, "--tokens", "1 2 3", "--output", out, "--set", "adapter_grads=true",
+             check=False)
+    assert r.returncode == 2 and "adapter" in r.stderr, r.stderr

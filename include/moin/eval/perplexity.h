@@ -121,6 +121,9 @@ struct PplReport {
   std::vector<int> routed, oracle;
   std::vector<std::string> labels;
   nlohmann::json cache_stats;
+  // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt": {tokens, seconds,
+  // tokens_per_s}}; "experts" includes adapter switches (with oracle and random off it is the routed pass).
+  nlohmann::json throughput;
   nlohmann::json to_json() const;
   std::string markdown() const;
   const PplSystem* find(const std::string& name) const;

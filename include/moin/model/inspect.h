@@ -1,5 +1,6 @@
 // Debugging aid: run a checkpoint on given token ids and write its logits (and optionally one layer's
-// hidden states) to a safetensors file, so other implementations (transformers, llama2.c) can be compared.
+// hidden states, or the gradients of an adapter) to a safetensors file, so other implementations
+// (transformers, peft, llama2.c) can be compared.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,6 +17,8 @@ struct LogitsDumpOptions {
   std::string dtype = "float32";
   std::string device = "cpu";
   std::int64_t hidden_layer = -1000;  // also write "hidden_states" of this layer (HF indexing); -1000: none
+  bool adapter_grads = false;         // also write d(loss)/d(A, B) of the adapter and the loss
+  bool autocast_bf16 = false;         // run the forward under bf16 autocast (as training does on a GPU)
 
   template <class V> void visit(V& v) {
     v("model", model, "checkpoint folder");
@@ -27,6 +30,11 @@ struct LogitsDumpOptions {
     v("hidden_layer", hidden_layer,
       "also write \"hidden_states\" [1, T, hidden] of this layer (0 = embeddings, -1 = after the final norm; "
       "-1000: none)");
+    v("adapter_grads", adapter_grads,
+      "also write the gradients of the mean next-token cross-entropy over the tokens with respect to the "
+      "adapter's matrices, as \"grad.<PEFT tensor name>\", and \"loss\" (needs adapter)");
+    v("autocast_bf16", autocast_bf16,
+      "run the forward (and backward) under bf16 autocast with float32 weights, as training does on a GPU");
   }
   void validate() const;
 };
