@@ -42,7 +42,8 @@ def run(args, timeout=None, input=None, env=None):
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, input=input,
                        env=env)
     if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(map(str, args))} exited {r.returncode}:\n{r.stderr[-2500:]}\n"
+                           f"stdout: {r.stdout[-500:]}")
     return r
 
 
@@ -248,7 +249,6 @@ def pipeline(ctx):
                             num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=True)
         cfg["pretrain"].update(seq_len=256, micro_batch=16, max_steps=200)
         cfg["expert"].update(seq_len=256, micro_batch=16, max_steps=50)
-    cfg["eval_ppl"].update(oracle=False)
     (ctx.work / "run.json").write_text(json.dumps(cfg, indent=1))
     run([ctx.moin, "run", ctx.work / "run.json"])
     return run_dir
@@ -457,7 +457,7 @@ def one_check(args):
         rec = dict(status="skipped", why=str(e))
     except Exception as e:  # noqa: BLE001 -- any failure is this check's, reported and not raised
         import traceback
-        rec = dict(status="error", why=f"{type(e).__name__}: {e}"[:3000], trace=traceback.format_exc()[-3000:])
+        rec = dict(status="error", why=f"{type(e).__name__}: {e}"[-3000:], trace=traceback.format_exc()[-3000:])
     rec["seconds"] = round(time.time() - t0, 3)
     Path(args.result).write_text(json.dumps(rec, default=str))
 
@@ -495,6 +495,13 @@ SUMMARY_KEYS = {
 }
 
 
+def why_line(rec):
+    """The line of a reason that says most: moin's own error line when there is one, else the first line."""
+    lines = [l.strip() for l in str(rec.get("why", "")).splitlines() if l.strip()]
+    named = [l for l in lines if l.startswith("moin: ")]
+    return (named[-1] if named else lines[0] if lines else "")[:200].replace("|", "/")
+
+
 def markdown(report):
     env = report["environment"]
     lines = [f"# moin GPU check{' (dry run on the CPU: plumbing, not results)' if report['dry_run'] else ''}", "",
@@ -505,7 +512,7 @@ def markdown(report):
         keys = next((v for k, v in SUMMARY_KEYS.items() if name == k or name.startswith(k + ".")), [])
         figs = ", ".join(f"{k} {fmt(rec[k])}" for k in keys if rec.get(k) is not None)
         if rec["status"] in ("skipped", "error") or rec.get("why"):
-            figs = (figs + "; " if figs else "") + str(rec.get("why", "")).splitlines()[0][:160]
+            figs = (figs + "; " if figs else "") + why_line(rec)
         lines.append(f"| {name} | {rec['status']} | {figs} | {rec.get('seconds', 0):.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -555,7 +562,7 @@ def main():
         rec.setdefault("seconds", round(time.time() - t0, 3))
         report["checks"][name] = rec
         print(f"gpu-check: {name}: {rec['status']} ({rec['seconds']:.1f} s)"
-              + (f": {str(rec.get('why', '')).splitlines()[0][:200]}" if rec.get("why") else ""), flush=True)
+              + (f": {why_line(rec)}" if rec.get("why") else ""), flush=True)
     report["seconds"] = time.time() - t_all
     (out / "gpu-check.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     md = markdown(report)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -155,16 +156,21 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   std::vector<double> nll_base(n, nan), nll_cpt(n, nan), nll_dense(n, nan);
   std::vector<std::vector<double>> nll_exp(static_cast<std::size_t>(K), std::vector<double>(n, nan));
 
-  nlohmann::json throughput = nlohmann::json::object();
+  struct Pass {
+    std::int64_t tokens = 0;
+    double seconds = 0.0;
+  };
+  std::map<std::string, Pass> passes_timed;
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   // Times one pass over `which` (tokens = every position forwarded, padding excluded).
   auto timed = [&](const char* pass, Scorer& s, const std::vector<std::size_t>& which, std::vector<double>& out) {
     auto t = std::chrono::steady_clock::now();
     score_docs(s, docs, which, opts.batch_size, out, &progress);
-    auto& j = throughput[pass];
-    std::int64_t tokens = j.value("tokens", std::int64_t{0});
-    for (std::size_t i : which) tokens += static_cast<std::int64_t>(docs[i].tokens.size());
-    double seconds = j.value("seconds", 0.0) + std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    j = {{"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0}};
+    auto& p = passes_timed[pass];
+    p.seconds += since(t);
+    for (std::size_t i : which) p.tokens += static_cast<std::int64_t>(docs[i].tokens.size());
   };
   base.use(-1);
   timed("base", base, all, nll_base);
@@ -175,9 +181,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     if (need.empty()) continue;
     auto t = std::chrono::steady_clock::now();
     base.use(e);
-    // The adapter switch counts toward the experts' pass: routing pays it.
-    throughput["experts"]["seconds"] =
-        throughput["experts"].value("seconds", 0.0) + std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    passes_timed["experts"].seconds += since(t);  // the adapter switch counts: routing pays it
     timed("experts", base, need, nll_exp[static_cast<std::size_t>(e)]);
   }
   if (dense_adapter >= 0) {
@@ -222,7 +226,10 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   r.systems.push_back(s_moin);
   if (opts.random) r.systems.push_back(s_random);
   if (opts.oracle) r.systems.push_back(s_oracle);
-  r.throughput = std::move(throughput);
+  r.throughput = nlohmann::json::object();
+  for (const auto& [name, p] : passes_timed)
+    r.throughput[name] = {{"tokens", p.tokens}, {"seconds", p.seconds},
+                          {"tokens_per_s", p.seconds > 0 ? static_cast<double>(p.tokens) / p.seconds : 0.0}};
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
