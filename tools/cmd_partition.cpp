@@ -1,4 +1,5 @@
 // moin partition [all|fit|assign|merge]: corpus -> clusters -> per-cluster token shards (docs/partition.md).
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -59,6 +60,11 @@ void register_partition(CLI::App& app) {
       defaults.corpus.strict = false;
     }
     auto opts = resolve<PartitionOptions>(common, flags, defaults);
+    // One writer per folder; the slices of a sharded assign run side by side, each owning its own slice.
+    const bool one_slice = step == "assign" && opts.shard >= 0;
+    fs::FolderLock lock = one_slice ? fs::FolderLock(std::filesystem::path(opts.output) / "work",
+                                                     "." + partition_slice_dir(opts.shard, std::max(1, opts.num_shards)) + ".lock")
+                                    : fs::FolderLock(opts.output);
     PartitionSummary s;
     if (step == "fit") {
       partition_fit(opts);

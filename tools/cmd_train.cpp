@@ -30,7 +30,7 @@ void register_train(CLI::App& app) {
     flag(flags, o_out, "output", output);
     flag(flags, o_dev, "device", device);
     auto opts = resolve<TrainOptions>(common, flags);
-    fs::ensure_dir(opts.output);
+    fs::FolderLock lock(opts.output);  // one writer per output folder (fs.h)
     log::add_file((std::filesystem::path(opts.output) / "moin.log").string());
     save_effective_config(opts.output, "train", opts);
     auto summary = train(opts, resume);

@@ -34,8 +34,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;  // --help and --version exit 0; any usage error is a user error
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version
+    // A usage error is a user error like any other: one `moin: error:` line, exit 2.
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    while (!msg.empty() && msg.back() == ' ') msg.pop_back();
+    std::fprintf(stderr, "moin: error: %s (see --help)\n", msg.c_str());
+    return 2;
   }
   try {
     auto& action = moin::cli::pending_action();

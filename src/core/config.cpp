@@ -78,9 +78,15 @@ void apply_override(json& cfg, const std::string& assignment, const json& defaul
     }
   }
   json* node = &cfg;
+  std::string walked;
   for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked += (walked.empty() ? "" : ".") + parts[i];
     json& child = (*node)[parts[i]];
     if (child.is_null()) child = json::object();
+    // A scalar cannot take a sub-key: name the key rather than let the JSON library fail deep inside.
+    if (!child.is_object())
+      throw UserError("--set " + key + ": '" + walked + "' holds " + detail::preview(child) +
+                      ", which has no key '" + parts[i + 1] + "'");
     node = &child;
   }
   (*node)[parts.back()] = value;

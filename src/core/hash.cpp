@@ -1,5 +1,6 @@
 #include "moin/core/hash.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -112,6 +113,29 @@ std::uint64_t stable_hash64(std::string_view data, std::uint64_t seed) {
   h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
   h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
   return h ^ (h >> 31);
+}
+
+std::string files_fingerprint(const std::vector<std::string>& paths) {
+  constexpr std::uint64_t kBlock = 1 << 16, kBlocks = 64;
+  std::uint64_t h = 0x6d6f696e;
+  std::vector<char> buf(kBlock);
+  for (const auto& path : paths) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) throw UserError("cannot open " + path);
+    const auto size = static_cast<std::uint64_t>(in.tellg());
+    const auto slash = path.find_last_of('/');
+    h = stable_hash64(path.substr(slash == std::string::npos ? 0 : slash + 1) + '\0' + std::to_string(size), h);
+    const std::uint64_t blocks = size <= kBlock * kBlocks ? (size + kBlock - 1) / kBlock : kBlocks;
+    for (std::uint64_t i = 0; i < blocks; ++i) {
+      const std::uint64_t at = size <= kBlock * kBlocks ? i * kBlock : (size - kBlock) * i / (kBlocks - 1);
+      in.seekg(static_cast<std::streamoff>(at));
+      in.read(buf.data(), static_cast<std::streamsize>(std::min(kBlock, size - at)));
+      h = stable_hash64(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount())), h);
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 }  // namespace moin

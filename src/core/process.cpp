@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,21 +15,50 @@ extern char** environ;
 
 namespace moin {
 
-ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output) {
+namespace {
+
+// In a freshly forked child: die with the parent. A `kill -9` of `moin run` or `moin launch` cannot
+// clean up after itself, so the kernel must: PR_SET_PDEATHSIG sends SIGKILL when the parent (the thread
+// that forked; moin forks from its main thread) ends. When the parent died before prctl() took effect,
+// the child was already reparented: getppid() is no longer the parent, and the child exits itself.
+// Async-signal-safe calls only.
+void die_with_parent(pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(137);
+}
+
+}  // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output, const std::string& tee_file) {
   if (argv.empty()) throw std::invalid_argument("run_process: empty argv");
+  const bool tee = !tee_file.empty();
+  if (tee) capture_output = true;
+  int tee_fd = -1;
+  if (tee) {
+    tee_fd = ::open(tee_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (tee_fd < 0) throw std::runtime_error("cannot open " + tee_file + ": " + std::strerror(errno));
+  }
   int pipefd[2] = {-1, -1};
-  if (capture_output && ::pipe(pipefd) != 0) throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
+  if (capture_output && ::pipe2(pipefd, O_CLOEXEC) != 0) {
+    if (tee_fd >= 0) ::close(tee_fd);
+    throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
+  }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
+  if (pid < 0) {
+    const int err = errno;
+    for (int fd : {pipefd[0], pipefd[1], tee_fd})
+      if (fd >= 0) ::close(fd);
+    throw std::runtime_error("fork failed: " + std::string(std::strerror(err)));
+  }
   if (pid == 0) {
+    die_with_parent(parent);
     if (capture_output) {
       ::dup2(pipefd[1], STDOUT_FILENO);
       ::dup2(pipefd[1], STDERR_FILENO);
-      ::close(pipefd[0]);
-      ::close(pipefd[1]);
     }
     ::execv(args[0], args.data());
     std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
@@ -39,9 +69,22 @@ ProcessResult run_process(const std::vector<std::string>& argv, bool capture_out
     ::close(pipefd[1]);
     char buf[4096];
     ssize_t n;
-    while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) r.output.append(buf, static_cast<std::size_t>(n));
+    while ((n = ::read(pipefd[0], buf, sizeof buf)) != 0) {
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (!tee) {
+        r.output.append(buf, static_cast<std::size_t>(n));
+        continue;
+      }
+      // Shown and logged as it comes; a failed log write (full disk) must not stop the child's output.
+      [[maybe_unused]] auto a = ::write(STDOUT_FILENO, buf, static_cast<std::size_t>(n));
+      [[maybe_unused]] auto b = ::write(tee_fd, buf, static_cast<std::size_t>(n));
+    }
     ::close(pipefd[0]);
   }
+  if (tee_fd >= 0) ::close(tee_fd);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -70,12 +113,14 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
     out_fd = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (out_fd < 0) throw std::runtime_error("cannot open " + output_file + ": " + std::strerror(errno));
   }
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     if (out_fd >= 0) ::close(out_fd);
     throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
   }
   if (pid == 0) {
+    die_with_parent(parent);
     if (out_fd >= 0) {
       ::dup2(out_fd, STDOUT_FILENO);
       ::dup2(out_fd, STDERR_FILENO);

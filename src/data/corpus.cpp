@@ -64,7 +64,12 @@ std::int64_t IngestReport::total_issues() const {
 void IngestReport::add(IssueKind k, const std::string& where, const std::string& detail) {
   int i = static_cast<int>(k);
   ++counts[i];
-  if (static_cast<int>(examples[i].size()) < max_examples) examples[i].push_back(where + ": " + detail);
+  if (static_cast<int>(examples[i].size()) >= max_examples) return;
+  // An example quotes the input (a parser's "last read" bytes, a file name): reports are JSON, which
+  // must be valid UTF-8, or writing the report fails the whole run.
+  std::string example = where + ": " + detail;
+  repair_utf8(example);
+  examples[i].push_back(std::move(example));
 }
 
 void IngestReport::merge(const IngestReport& o) {
@@ -701,7 +706,7 @@ IngestReport write_corpus_as_lines(const CorpusOptions& opts, const std::string&
   CorpusReader reader(opts);
   fs::write_atomic_with(path, [&](const stdfs::path& tmp) {
     std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
+    if (!out) throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
     Document d;
     while (reader.next(d)) {
       std::size_t start = 0;
@@ -715,7 +720,7 @@ IngestReport write_corpus_as_lines(const CorpusOptions& opts, const std::string&
       }
     }
     out.flush();
-    if (!out) throw std::runtime_error("write failed for " + tmp.string());
+    if (!out) throw std::runtime_error("write failed for " + tmp.string() + ": " + std::strerror(errno));
   });
   return reader.report();
 }

@@ -103,8 +103,9 @@ void TokenShardWriter::finish() {
     for (std::size_t i = 0; i < offsets_.size(); ++i)
       for (int b = 0; b < 8; ++b) le[i * 8 + b] = static_cast<unsigned char>(offsets_[i] >> (8 * b));
     bool ok = std::fwrite(le.data(), 1, le.size(), f) == le.size();
+    const int err = ok ? 0 : errno;
     ok = std::fclose(f) == 0 && ok;
-    if (!ok) throw std::runtime_error("write failed for " + tmp.string());
+    if (!ok) throw std::runtime_error("write failed for " + tmp.string() + ": " + std::strerror(err ? err : errno));
   });
   impl_->info.n_docs = num_docs();
   impl_->info.n_tokens = num_tokens();

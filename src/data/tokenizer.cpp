@@ -9,6 +9,7 @@
 
 #include "data/spm_shim/spm_shim.h"
 #include "moin/core/error.h"
+#include "moin/core/fs.h"
 #include "moin/core/process.h"
 #include "moin/core/strings.h"
 
@@ -113,6 +114,9 @@ void train_tokenizer(const TokenizerTrainOptions& o) {
                      " --num_threads=" + std::to_string(threads) + " --byte_fallback=" +
                      (o.byte_fallback ? "true" : "false") +
                      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 --hard_vocab_limit=false --minloglevel=2";
+  // sentencepiece reports an unwritable output only as a failed save, without the reason: find it first.
+  auto dir = std::filesystem::path(o.model_prefix).parent_path();
+  fs::require_writable(dir.empty() ? std::filesystem::path(".") : dir, "tokenizer train");
   std::string trainer = find_companion("moin_spm_train", "MOIN_SPM_TRAIN");
   if (trainer.empty()) throw std::runtime_error("tokenizer train: moin_spm_train not found beside the moin executable");
   auto result = run_process({trainer, args});

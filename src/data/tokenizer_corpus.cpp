@@ -22,6 +22,7 @@ IngestReport train_tokenizer_on_corpus(const TokenizerTrainOptions& opts, const 
   std::filesystem::path prefix(opts.model_prefix);
   std::filesystem::path dir = prefix.parent_path().empty() ? std::filesystem::path(".") : prefix.parent_path();
   fs::ensure_dir(dir);
+  fs::require_writable(dir, "tokenizer train");
   std::filesystem::path text = fs::temp_path_for(dir / (prefix.filename().string() + ".corpus.txt"));
   try {
     report = write_corpus_as_lines(c, text.string());

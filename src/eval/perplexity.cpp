@@ -14,6 +14,7 @@
 
 #include "moin/core/progress.h"
 #include "moin/core/reservoir.h"
+#include "moin/data/corpus.h"
 #include "moin/data/tokenizer.h"
 
 namespace moin {
@@ -38,9 +39,16 @@ std::string json_path_string(const nlohmann::json& j, const std::string& dotted)
 
 void read_jsonl_docs(const std::string& path, const std::string& text_field, const std::string& label_field,
                      std::int64_t max_docs, std::vector<std::string>& texts, std::vector<std::string>& labels,
-                     std::int64_t* bad) {
-  std::ifstream in(path, std::ios::binary);
-  require(in.good(), "cannot read " + path);
+                     std::int64_t* bad, IngestReport* report) {
+  // The corpus reader, as partition uses it: every malformed line, missing field or bad byte is counted
+  // by kind, none is dropped silently.
+  CorpusOptions co;
+  co.inputs = {path};
+  co.format = "jsonl";
+  co.text_field = text_field;
+  co.label_field = label_field;
+  co.long_docs = "truncate";  // a document is cut at max_tokens anyway; its pieces are not new documents
+  CorpusReader reader(co);
   // With max_docs, a uniform reservoir sample (fixed seed) in file order: the head of a corpus sorted by
   // source would be one or two sources.
   struct Kept {
@@ -49,17 +57,10 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
   };
   std::vector<Kept> kept;
   std::mt19937_64 rng(0x6D6F696E);
-  std::string line;
-  std::int64_t n_bad = 0, n_good = 0;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    std::string text = j.is_discarded() ? "" : json_path_string(j, text_field);
-    if (text.empty()) {
-      ++n_bad;
-      continue;
-    }
-    Kept k{n_good, std::move(text), label_field.empty() ? "" : json_path_string(j, label_field)};
+  std::int64_t n_good = 0;
+  Document d;
+  while (reader.next(d)) {
+    Kept k{n_good, std::move(d.text), std::move(d.label)};
     const std::int64_t slot = max_docs > 0 ? reservoir_slot(n_good, max_docs, rng) : n_good;
     if (slot == static_cast<std::int64_t>(kept.size()))
       kept.push_back(std::move(k));
@@ -72,7 +73,13 @@ void read_jsonl_docs(const std::string& path, const std::string& text_field, con
     texts.push_back(std::move(k.text));
     labels.push_back(std::move(k.label));
   }
-  if (bad) *bad = n_bad;
+  const IngestReport& rep = reader.report();
+  if (bad) {
+    *bad = 0;
+    for (int i = 0; i < kNumIssueKinds; ++i)
+      if (issue_drops_document(static_cast<IssueKind>(i))) *bad += rep.counts[static_cast<std::size_t>(i)];
+  }
+  if (report) *report = rep;
 }
 
 std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const std::vector<std::string>& labels,
@@ -105,7 +112,7 @@ namespace {
 
 // NLL of the listed documents under the scorer's current adapter, in batches.
 void score_docs(Scorer& s, const std::vector<EvalDoc>& docs, const std::vector<std::size_t>& which, int batch,
-                std::vector<double>& out, Progress* progress) {
+                std::vector<double>& out, Progress* progress, const std::string& system) {
   for (std::size_t b = 0; b < which.size(); b += static_cast<std::size_t>(batch)) {
     std::size_t e = std::min(which.size(), b + static_cast<std::size_t>(batch));
     std::vector<std::vector<int>> seqs;
@@ -116,7 +123,14 @@ void score_docs(Scorer& s, const std::vector<EvalDoc>& docs, const std::vector<s
     }
     auto nll = s.nll(seqs, from);
     require(nll.size() == seqs.size(), "scorer returned the wrong number of results");
-    for (std::size_t i = b; i < e; ++i) out[which[i]] = nll[i - b];
+    for (std::size_t i = b; i < e; ++i) {
+      // A NaN would print as a perplexity ("-nan", "+0.0%") and pass for a result.
+      if (!std::isfinite(nll[i - b]))
+        throw std::runtime_error("eval ppl: " + system + " gives a non-finite loss (" + std::to_string(nll[i - b]) +
+                                 ") on document " + std::to_string(docs[which[i]].index) +
+                                 ": NaN or infinite weights in its model or adapter?");
+      out[which[i]] = nll[i - b];
+    }
     if (progress) progress->add(static_cast<std::int64_t>(e - b));
   }
 }
@@ -165,15 +179,16 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
   // Times one pass over `which` (tokens = every position forwarded, padding excluded).
-  auto timed = [&](const char* pass, Scorer& s, const std::vector<std::size_t>& which, std::vector<double>& out) {
+  auto timed = [&](const char* pass, Scorer& s, const std::vector<std::size_t>& which, std::vector<double>& out,
+                   const std::string& what) {
     auto t = std::chrono::steady_clock::now();
-    score_docs(s, docs, which, opts.batch_size, out, &progress);
+    score_docs(s, docs, which, opts.batch_size, out, &progress, what);
     auto& p = passes_timed[pass];
     p.seconds += since(t);
     for (std::size_t i : which) p.tokens += static_cast<std::int64_t>(docs[i].tokens.size());
   };
   base.use(-1);
-  timed("base", base, all, nll_base);
+  timed("base", base, all, nll_base, "the base model");
   for (int e = 0; e < K; ++e) {
     std::vector<std::size_t> need;
     for (std::size_t i : all)
@@ -182,16 +197,16 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     auto t = std::chrono::steady_clock::now();
     base.use(e);
     passes_timed["experts"].seconds += since(t);  // the adapter switch counts: routing pays it
-    timed("experts", base, need, nll_exp[static_cast<std::size_t>(e)]);
+    timed("experts", base, need, nll_exp[static_cast<std::size_t>(e)], "expert " + std::to_string(e));
   }
   if (dense_adapter >= 0) {
     base.use(dense_adapter);
-    timed("dense", base, all, nll_dense);
+    timed("dense", base, all, nll_dense, "the dense LoRA");
   }
   base.use(-1);
   if (cpt) {
     cpt->use(-1);
-    timed("cpt", *cpt, all, nll_cpt);
+    timed("cpt", *cpt, all, nll_cpt, "the continued-pre-training model");
   }
   progress.finish();
 
@@ -271,6 +286,7 @@ nlohmann::json PplReport::to_json() const {
   j["documents"] = {{"index", index}, {"routed", routed}, {"oracle", oracle}, {"label", labels}};
   if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
   if (!throughput.is_null()) j["throughput"] = throughput;
+  if (!ingest.is_null()) j["ingest"] = ingest;
   return j;
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "moin/core/fs.h"
+#include "moin/data/corpus.h"
 #include "moin/data/tokenizer.h"
 #include "moin/eval/llama_scorer.h"
 #include "moin/eval/perplexity.h"
@@ -32,7 +33,9 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   const int K = router.num_experts();
 
   std::vector<std::string> texts, labels;
-  read_jsonl_docs(opts.data, opts.text_field, opts.label_field, opts.max_docs, texts, labels);
+  IngestReport ingest;
+  read_jsonl_docs(opts.data, opts.text_field, opts.label_field, opts.max_docs, texts, labels, nullptr, &ingest);
+  spdlog::info("eval ppl: {}: {}", opts.data, ingest.summary());
   std::int64_t skipped = 0;
   auto docs = make_eval_docs(texts, labels, tok, opts, &skipped);
   spdlog::info("eval ppl: {} documents ({} too short for a {}-token prefix + {} scored tokens), {} experts",
@@ -54,26 +57,40 @@ PplReport run_eval_ppl(const PplOptions& opts) {
     dense_index = static_cast<int>(dirs.size());
     dirs.push_back(opts.dense);
   }
-  RoutedModel base(load_llama(opts.base, dtype, device), dirs, opts.cache_size);
+  // The tokenizer's ids index the models' embeddings: refuse a mismatch up front, as generate does, not
+  // as an "index out of range" in the middle of the evaluation.
+  auto check_vocab = [&](const LlamaForCausalLM& m, const std::string& what, const std::string& dir) {
+    require(tok.vocab_size() <= m->config.vocab_size,
+            "eval ppl: the tokenizer has " + std::to_string(tok.vocab_size()) + " tokens, more than the " + what +
+                " " + dir + " has in its vocabulary (" + std::to_string(m->config.vocab_size) + ")");
+  };
+  auto base_llama = load_llama(opts.base, dtype, device);
+  check_vocab(base_llama, "base model", opts.base);
+  RoutedModel base(base_llama, dirs, opts.cache_size);
   LlamaScorer base_scorer(base);
   std::unique_ptr<RoutedModel> cpt_model;
   std::unique_ptr<LlamaScorer> cpt_scorer;
   if (!opts.cpt.empty()) {
-    cpt_model = std::make_unique<RoutedModel>(load_llama(opts.cpt, dtype, device), std::vector<std::string>{}, 1);
+    auto cpt_llama = load_llama(opts.cpt, dtype, device);
+    check_vocab(cpt_llama, "continued-pre-training model", opts.cpt);
+    cpt_model = std::make_unique<RoutedModel>(cpt_llama, std::vector<std::string>{}, 1);
     cpt_scorer = std::make_unique<LlamaScorer>(*cpt_model);
   }
 
   auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts);
   r.skipped_short = skipped;
+  r.ingest = ingest.to_json();
   const auto& cs = base.cache_stats();
   r.cache_stats = {{"capacity", opts.cache_size}, {"hits", cs.hits}, {"misses", cs.misses},
                    {"evictions", cs.evictions}, {"load_seconds", cs.load_seconds}};
 
   if (!opts.json.empty()) fs::write_json_atomic(opts.json, r.to_json());
   if (!opts.markdown.empty()) fs::write_atomic(opts.markdown, r.markdown());
-  if (opts.plots) {
-    std::string dir = !opts.json.empty() ? stdfs::path(opts.json).parent_path().string()
-                                         : (!opts.markdown.empty() ? stdfs::path(opts.markdown).parent_path().string() : "");
+  // The plot goes beside --json (or --markdown); without either there is no output folder, and it is not
+  // dropped into the current directory.
+  if (opts.plots && opts.json.empty() && opts.markdown.empty()) spdlog::info("eval ppl: no plot without --json");
+  if (opts.plots && !(opts.json.empty() && opts.markdown.empty())) {
+    std::string dir = stdfs::path(!opts.json.empty() ? opts.json : opts.markdown).parent_path().string();
     if (dir.empty()) dir = ".";
     std::vector<std::pair<std::string, double>> bars;
     for (const auto& s : r.systems) bars.emplace_back(s.name, s.overall.ppl());

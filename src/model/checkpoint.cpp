@@ -117,7 +117,11 @@ void load_llama_weights(LlamaForCausalLM& model, const std::string& path) {
           throw UserError(file_path + ": tensor " + info.name + " has dtype " + st::dtype_name(info.dtype) +
                           ", a floating-point dtype is expected");
       }
-      param.copy_(st::to_tensor(file, info));
+      auto value = st::to_tensor(file, info);
+      // One reduction per tensor: a NaN or Inf weight poisons every output, and eval would print "nan".
+      if (!torch::isfinite(value).all().item<bool>())
+        throw UserError(file_path + ": tensor " + info.name + " holds NaN or infinite values");
+      param.copy_(value);
     }
   }
   for (const auto& [name, t] : params)

@@ -250,6 +250,11 @@ LoraAdapter LoraAdapter::create(const NamedLinears& base, const LoraOptions& opt
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(opts.seed));
   for (const auto& [name, lin] : base) {
     if (!targets(name, opts.target_modules)) continue;
+    // A rank above the smaller side of W adds parameters (and memory, and time) but no expressiveness.
+    const std::int64_t max_r = std::min(lin->in_features, lin->out_features);
+    require(opts.r <= max_r, "lora: r = " + std::to_string(opts.r) + " exceeds min(in, out) = " +
+                                 std::to_string(max_r) + " of " + name + " [" + std::to_string(lin->out_features) +
+                                 " x " + std::to_string(lin->in_features) + "]");
     auto device = where.device.value_or(lin->weight.device());
     auto dtype = where.dtype.value_or(lin->weight.scalar_type());
     // kaiming_uniform_(a=sqrt(5)) on [r, in]: gain sqrt(2/(1+5)), bound gain*sqrt(3/in) = 1/sqrt(in).

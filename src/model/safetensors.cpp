@@ -303,20 +303,16 @@ void write(const std::string& path, const std::vector<std::pair<std::string, Ten
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the format allows trailing spaces; aligns the data
 
-  fs::write_atomic_with(path, [&](const fs::stdfs::path& tmp) {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
+  fs::write_atomic_stream(path, [&](const fs::ByteSink& sink) {
     std::uint8_t len[8];
     std::uint64_t n = text.size();
     for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    sink(len, 8);
+    sink(text.data(), text.size());
     for (std::size_t i : layout) {
       const auto& v = tensors[i].second;
-      if (v.nbytes) out.write(static_cast<const char*>(v.data), static_cast<std::streamsize>(v.nbytes));
+      if (v.nbytes) sink(v.data, v.nbytes);
     }
-    out.flush();
-    if (!out) throw std::runtime_error("write failed for " + tmp.string() + ": " + std::strerror(errno));
   });
 }
 

@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -239,6 +241,8 @@ json partition_fingerprint(const PartitionOptions& opts) {
   return j;
 }
 
+std::string partition_slice_dir(int shard, int num_shards) { return shard_dir_name(shard, num_shards); }
+
 PartitionOptions load_partition_options(const std::string& dir) {
   stdfs::path cfg = stdfs::path(dir) / kConfigFile;
   if (!stdfs::exists(cfg))
@@ -453,11 +457,11 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   progress.finish();
   writer.finish();
   docs.flush();
-  if (!docs) throw std::runtime_error("write failed for " + (tmp / "docs.jsonl").string());
+  if (!docs) throw std::runtime_error("write failed for " + (tmp / "docs.jsonl").string() + ": " + std::strerror(errno));
   docs.close();
   if (balanced) {
     dist_out.flush();
-    if (!dist_out) throw std::runtime_error("write failed for " + (tmp / "distances.f32").string());
+    if (!dist_out) throw std::runtime_error("write failed for " + (tmp / "distances.f32").string() + ": " + std::strerror(errno));
     dist_out.close();
     fsync_file(tmp / "distances.f32");
   }
@@ -701,7 +705,7 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
       o << line << '\n';
     }
     o.flush();
-    if (!o) throw std::runtime_error("write failed for " + tmp.string());
+    if (!o) throw std::runtime_error("write failed for " + tmp.string() + ": " + std::strerror(errno));
   });
 
   // Report: sizes, distinctive words, and agreement with the labels when there are labels.

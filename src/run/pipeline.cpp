@@ -87,14 +87,16 @@ void stage(Ctx& c, const std::string& name, const std::function<json()>& body) {
   c.stages.push_back(m);
 }
 
-// A stage command: `moin ARGS`, its output shown and appended to RUN/logs/<stage>.log.
+// A stage command: `moin ARGS`, its output shown and appended to RUN/logs/<stage>.log. Run directly, not
+// through a shell pipeline, so that the stage is this process's own child and dies with it (process.h).
 void child(Ctx& c, const std::string& stage_name, const std::vector<std::string>& args) {
   std::string log = c.path("logs/" + stage_name + ".log");
-  std::string cmd = "set -o pipefail; " + shell_quote(c.moin);
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " 2>&1 | tee -a " + shell_quote(log);
-  spdlog::info("run: {}", cmd.substr(16));
-  auto r = run_process({"/bin/bash", "-c", cmd}, false);
+  std::vector<std::string> argv{c.moin};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string shown;
+  for (const auto& a : args) shown += (shown.empty() ? "" : " ") + shell_quote(a);
+  spdlog::info("run: moin {}", shown);
+  auto r = run_process(argv, true, log);
   if (r.exit_code != 0)
     throw std::runtime_error("stage " + stage_name + " failed (exit " + std::to_string(r.exit_code) + "); see " + log);
 }
@@ -176,6 +178,7 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
   c.sec = sections;
   c.run = stdfs::absolute(opts.output);
   c.moin = opts.moin.empty() ? (stdfs::path(executable_dir()) / "moin").string() : opts.moin;
+  fs::FolderLock lock(c.run);  // one `moin run` per run directory; each stage locks its own subfolder
   for (const char* d : {"", "stages", "configs", "logs", "report"}) fs::ensure_dir(c.path(d));
   fs::write_json_atomic(c.path("run.config.json"), [&] {
     json j = config::to_json(opts);

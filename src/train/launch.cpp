@@ -155,6 +155,7 @@ LaunchReport launch(const LaunchOptions& opts) {
   require(stdfs::exists(o.config), "launch: train config " + o.config + " does not exist");
   const std::string out_root = resolve_output(o);
   const auto clusters = selected_clusters(o);
+  fs::FolderLock lock(out_root);  // one launcher per experts folder; each job locks its own subfolder
 
   LaunchReport report;
   std::vector<int> todo;

@@ -73,7 +73,14 @@ std::string save_train_checkpoint(const std::string& dir, std::int64_t step, nlo
   archive.write("meta", c10::IValue(meta.dump()));
 
   stdfs::path target = stdfs::path(dir) / step_file_name(step);
-  fs::write_atomic_with(target, [&](const stdfs::path& tmp) { archive.save_to(tmp.string()); });
+  // Streamed through fs's writer, not archive.save_to(path): torch's file writer aborts the process when a
+  // write fails (full disk), where this one reports the error after the archive is done.
+  fs::write_atomic_stream(target, [&](const fs::ByteSink& sink) {
+    archive.save_to([&](const void* data, std::size_t n) -> std::size_t {
+      sink(data, n);
+      return n;
+    });
+  });
   fs::write_json_atomic(stdfs::path(dir) / "latest.json",
                         {{"step", step}, {"file", target.filename().string()}});
 
@@ -83,6 +90,16 @@ std::string save_train_checkpoint(const std::string& dir, std::int64_t step, nlo
     stdfs::remove(all[i].second, ec);
   }
   return target.string();
+}
+
+std::vector<std::string> train_checkpoints_newest_first(const std::string& dir) {
+  std::vector<std::string> out;
+  auto all = list_checkpoints(dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) out.push_back(it->second.string());
+  std::string named = latest_train_checkpoint(dir);
+  auto pos = std::find(out.begin(), out.end(), named);
+  if (pos != out.end()) std::rotate(out.begin(), pos, pos + 1);
+  return out;
 }
 
 std::string latest_train_checkpoint(const std::string& dir) {
@@ -106,12 +123,18 @@ nlohmann::json load_train_checkpoint(const std::string& path, const NamedTensors
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    throw UserError(path + ": not a readable training checkpoint (" + std::string(e.what_without_backtrace()) +
-                    ")");
+    throw UnreadableCheckpoint(path + ": not a readable training checkpoint (" +
+                               std::string(e.what_without_backtrace()) + ")");
   }
-  c10::IValue meta_value;
-  archive.read("meta", meta_value);
-  auto meta = nlohmann::json::parse(meta_value.toStringRef());
+  nlohmann::json meta;
+  try {
+    c10::IValue meta_value;
+    archive.read("meta", meta_value);
+    meta = nlohmann::json::parse(meta_value.toStringRef());
+  } catch (const std::exception& e) {
+    throw UnreadableCheckpoint(path + ": not a readable training checkpoint (no meta record: " +
+                               std::string(e.what()) + ")");
+  }
   const auto& names = meta.at("names");
   require(names.size() == trainable.size(),
           path + ": holds " + std::to_string(names.size()) + " trainable tensors, this run has " +

@@ -4,6 +4,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -84,6 +85,32 @@ void check_tokenizer(const TrainOptions& o, const DocumentSet& docs) {
                               "model's " + tok.string() + " (sha256 " + want.substr(0, 12) + "... vs " +
                                   base_sha.substr(0, 12) + "...)");
   }
+}
+
+// What a resumed run must share with its checkpoint besides the options: the base weights and the token
+// shards it reads. Their paths may change between the two (a moved folder); their content may not, or the
+// run would silently train its first steps on one and the rest on another.
+json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters) {
+  json fp = json::object();
+  if (!o.base.empty()) {
+    std::vector<std::string> files;
+    for (const auto& e : stdfs::directory_iterator(o.base)) {
+      const std::string name = e.path().filename().string();
+      if (name == "config.json" || name == "model.safetensors.index.json" || ends_with(name, ".safetensors"))
+        files.push_back(e.path().string());
+    }
+    std::sort(files.begin(), files.end());
+    fp["base"] = files_fingerprint(files);
+  }
+  std::vector<std::string> shards;
+  for (int k : clusters)
+    for (const char* split : {"train", "valid"}) {
+      const std::string stem = token_shard_stem(cluster_shard(o.partition, k, split));
+      for (const char* ext : {".json", ".idx", ".bin"})
+        if (stdfs::exists(stem + ext)) shards.push_back(stem + ext);
+    }
+  fp["partition"] = files_fingerprint(shards);
+  return fp;
 }
 
 std::string describe_value(double x) { return std::isnan(x) ? "NaN" : "infinite"; }
@@ -179,6 +206,10 @@ json train(const TrainOptions& o, bool resume) {
     model = make_llama(LlamaConfig::load(o.model_config), torch::kFloat32, device, o.seed);
   }
   const LlamaConfig& mc = model->config;
+  // RoPE has no table beyond the model's positions, and a huge seq_len runs for minutes before it fails.
+  require(mc.max_position_embeddings <= 0 || o.seq_len <= mc.max_position_embeddings,
+          "seq_len " + std::to_string(o.seq_len) + " exceeds the model's max_position_embeddings (" +
+              std::to_string(mc.max_position_embeddings) + ")");
   require(train_docs.vocab_size() <= mc.vocab_size,
           "the partition's tokens use a vocabulary of " + std::to_string(train_docs.vocab_size()) +
               " but the model has " + std::to_string(mc.vocab_size));
@@ -228,9 +259,33 @@ json train(const TrainOptions& o, bool resume) {
   DataCursor cursor;
   json meta_state = json::object();  // carried through checkpoints: initial losses, resumptions
   const json opts_json = config::to_json(o);
+  const json fingerprints = input_fingerprints(o, clusters);
 
   if (resume && !latest.empty()) {
-    json meta = load_train_checkpoint(latest, trainable, optimizer, device);
+    // The newest checkpoint first; one that cannot be read (a damaged or truncated file) falls back to the
+    // one before it, losing one more checkpoint interval rather than the run.
+    json meta;
+    std::string from;
+    for (const auto& candidate : train_checkpoints_newest_first(ckpt_dir.string())) {
+      try {
+        meta = load_train_checkpoint(candidate, trainable, optimizer, device);
+        from = candidate;
+        break;
+      } catch (const UnreadableCheckpoint& e) {
+        spdlog::warn("{}; trying the checkpoint before it", e.what());
+      }
+    }
+    require(!from.empty(), "cannot resume: no checkpoint in " + ckpt_dir.string() + " can be read");
+    latest = from;
+    const json saved_fp = meta.value("fingerprints", json::object());
+    std::vector<std::string> differ;
+    for (const char* what : {"base", "partition"})
+      if (saved_fp.contains(what) && fingerprints.contains(what) && saved_fp[what] != fingerprints[what])
+        differ.push_back(std::string(what) + " (fingerprint " + fingerprints[what].get<std::string>() +
+                         ", the checkpoint's " + saved_fp[what].get<std::string>() + ")");
+    require(differ.empty(), "cannot resume " + latest + ": this run's " + join(differ, " and ") +
+                                " differs from the one the checkpoint was trained on; resuming would mix the "
+                                "two. Use the original, or start a new output folder");
     const json& saved = meta.at("options");
     std::vector<std::string> changed;
     for (auto it = opts_json.begin(); it != opts_json.end(); ++it)
@@ -305,13 +360,14 @@ json train(const TrainOptions& o, bool resume) {
     meta_state["initial_valid_loss"] = l0;
     meta_state["initial_valid_loss_per_cluster"] = per;
     spdlog::info("step 0: valid loss {:.4f}", l0);
-    std::ofstream(metrics_path, std::ios::app) << json{{"kind", "eval"}, {"step", 0}, {"valid_loss", l0},
-                                                       {"valid_loss_per_cluster", per}}.dump() << "\n";
+    fs::append_line(metrics_path,
+                    json{{"kind", "eval"}, {"step", 0}, {"valid_loss", l0}, {"valid_loss_per_cluster", per}}.dump());
   }
 
   auto make_meta = [&](double elapsed, double train_time) {
     return json{{"options", opts_json},     {"cursor", stream.cursor().to_json()}, {"elapsed_s", elapsed},
-                {"train_time_s", train_time}, {"total_steps", total_steps},     {"state", meta_state}};
+                {"train_time_s", train_time}, {"total_steps", total_steps},     {"state", meta_state},
+                {"fingerprints", fingerprints}};
   };
   auto all_finite = [&] {
     torch::NoGradGuard ng;
@@ -386,7 +442,7 @@ json train(const TrainOptions& o, bool resume) {
                 {"memory_bytes", memory_bytes()},
                 {"elapsed_s", elapsed_before + seconds_since(run_start)}};
       if (peak_tflops > 0) line["mfu"] = tps * flops_per_token / (peak_tflops * 1e12);
-      std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
+      fs::append_line(metrics_path, line.dump());
       spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3g}, {} tokens/s", step, total_steps,
                    window_loss / static_cast<double>(window_steps), lr, gnorm, human_count(tps));
       window_loss = window_time = 0.0;
@@ -395,9 +451,8 @@ json train(const TrainOptions& o, bool resume) {
     if ((o.eval_every > 0 && step % o.eval_every == 0) || last_step) {
       json per = json::object();
       double vl = run_eval(&per);
-      std::ofstream(metrics_path, std::ios::app)
-          << json{{"kind", "eval"}, {"step", step}, {"valid_loss", vl}, {"valid_loss_per_cluster", per}}.dump()
-          << "\n";
+      fs::append_line(metrics_path,
+                      json{{"kind", "eval"}, {"step", step}, {"valid_loss", vl}, {"valid_loss_per_cluster", per}}.dump());
       spdlog::info("step {}: valid loss {:.4f}", step, vl);
       if (last_step) {
         final_valid = vl;

@@ -13,7 +13,11 @@ struct ProcessResult {
 };
 
 // Runs argv[0] (a path) with the arguments, waits, and returns its exit code and (optionally) its output.
-ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output = true);
+// With `tee_file`, the child's stdout and stderr go to this process's stdout and are appended to that
+// file as they come (output is then not kept in the result).
+// Every child, here and in ChildProcess, is killed (SIGKILL) when this process dies: no orphaned jobs.
+ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output = true,
+                          const std::string& tee_file = "");
 
 // A child process started without waiting (the launcher runs one training job per GPU at a time).
 // Not copyable; a running child left behind is neither killed nor reaped by the destructor (detach).

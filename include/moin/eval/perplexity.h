@@ -24,6 +24,7 @@ namespace moin {
 
 class Router;
 class Tokenizer;
+struct IngestReport;
 
 struct PplOptions {
   std::string data;                        // held-out JSONL
@@ -124,6 +125,7 @@ struct PplReport {
   // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt": {tokens, seconds,
   // tokens_per_s}}; "experts" includes adapter switches (with oracle and random off it is the routed pass).
   nlohmann::json throughput;
+  nlohmann::json ingest;  // the CorpusReader's report of the data (counts of skipped or repaired lines)
   nlohmann::json to_json() const;
   std::string markdown() const;
   const PplSystem* find(const std::string& name) const;
@@ -146,12 +148,13 @@ PplReport run_eval_ppl(const PplOptions& opts);
 // JSON text field at a dotted path ("meta.pile_set_name"); "" when absent or not a string.
 std::string json_path_string(const nlohmann::json& j, const std::string& dotted);
 
-// Reads the documents of a JSONL file: texts and labels (label_field may be ""). Lines that are not
-// JSON objects with a string text are skipped (counted in *bad). max_docs > 0 keeps a uniform sample of
+// Reads the documents of a JSONL file with the CorpusReader: texts and labels (label_field may be "").
+// Lines that are not JSON objects with a non-empty string text are skipped (counted in *bad); *report
+// gets the reader's counts per kind of problem, with examples. max_docs > 0 keeps a uniform sample of
 // that many documents (a fixed seed, so always the same ones), in file order: corpora are often sorted
 // by source, and their first documents would be one source.
 void read_jsonl_docs(const std::string& path, const std::string& text_field, const std::string& label_field,
                      std::int64_t max_docs, std::vector<std::string>& texts, std::vector<std::string>& labels,
-                     std::int64_t* bad = nullptr);
+                     std::int64_t* bad = nullptr, IngestReport* report = nullptr);
 
 }  // namespace moin

@@ -78,6 +78,9 @@ struct PartitionSummary {
 
 // The steps. Each returns at once (logging "already done") when its marker exists and the fingerprint
 // matches; a fingerprint mismatch is a UserError unless overwrite is set (then the folder is cleared).
+// The folder of slice `shard` of `num_shards` under OUTPUT/work (the assign step's output).
+std::string partition_slice_dir(int shard, int num_shards);
+
 void partition_fit(const PartitionOptions& opts);
 void partition_assign(const PartitionOptions& opts, int shard, int num_shards);
 PartitionSummary partition_merge(const PartitionOptions& opts);

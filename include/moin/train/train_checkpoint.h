@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "moin/core/error.h"
+
 namespace moin {
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -32,6 +34,15 @@ std::string save_train_checkpoint(const std::string& dir, std::int64_t step, nlo
 // The newest checkpoint in dir: the file latest.json names when it exists, else the highest step-*.pt.
 // Empty when there is none.
 std::string latest_train_checkpoint(const std::string& dir);
+
+// Every checkpoint in dir, the one latest.json names first, then the others from the highest step down:
+// the order a resumption tries them in when the newest cannot be read (a damaged disk, a truncated copy).
+std::vector<std::string> train_checkpoints_newest_first(const std::string& dir);
+
+// The file is not a checkpoint that can be read at all (as opposed to one that belongs to another run).
+struct UnreadableCheckpoint : UserError {
+  using UserError::UserError;
+};
 
 // Restores a checkpoint: copies the saved tensors into `trainable` (names and shapes must match: UserError
 // otherwise), loads the optimizer state and the RNG states. Returns the meta JSON.
