@@ -142,28 +142,22 @@ const std::set<std::string> kIgnoredKeys = {
     "decoder_start_token_id", "task_specific_params", "problem_type", "_attn_implementation_autoset",
     "is_llama_config", "transformers.js_config"};
 
-// The keys moin reads, per model_type (those of transformers' config class that matter for the forward pass).
-const std::set<std::string> kCommonKeys = {
+// The keys moin reads: those of the four transformers config classes that matter for the forward pass.
+// A key of the family that a type's class ignores (sliding_window in a llama config, attention_bias: false in
+// a mistral one) is read as transformers reads it: not at all; from_json refuses it only where it would ask
+// for something this type's class cannot do (attention_bias: true in a mistral config).
+const std::set<std::string> kModelKeys = {
     "model_type", "architectures", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
     "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings", "bos_token_id", "eos_token_id",
-    "torch_dtype", "dtype", "hidden_act", "attention_dropout", "rope_interleaved"};
+    "torch_dtype", "dtype", "hidden_act", "attention_dropout", "rope_interleaved", "attention_bias", "mlp_bias",
+    "pretraining_tp", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types"};
 
-bool type_has_key(const std::string& type, const std::string& key) {
-  if (type == "llama") return key == "attention_bias" || key == "mlp_bias" || key == "pretraining_tp";
-  if (type == "mistral") return key == "sliding_window";
-  const bool qwen_window =
-      key == "sliding_window" || key == "use_sliding_window" || key == "max_window_layers" || key == "layer_types";
-  if (type == "qwen2") return qwen_window;
-  if (type == "qwen3") return qwen_window || key == "attention_bias";
-  return false;
-}
-
-// rope_parameters (5.x, holds rope_theta) and rope_scaling (4.x, null or a dict) merged, as transformers'
-// standardize_rope_params does; `type` is the 4.x spelling of rope_type.
+// rope_parameters (5.x, holds rope_theta) or rope_scaling (4.x, null or a dict): a non-null rope_scaling
+// replaces rope_parameters whole, as transformers 5 reads them; `type` is the 4.x spelling of rope_type.
 void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
   json rope = json::object();
-  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) continue;
     if (!it->is_object()) throw UserError(source + ": " + key + " must be an object or null (got " + it->dump() + ")");
@@ -174,8 +168,8 @@ void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
       if (!known.count(k))
         throw UserError(source + ": " + key + "." + k + " is not supported (rope_type, rope_theta, factor, " +
                         "low_freq_factor, high_freq_factor, original_max_position_embeddings)");
-      rope[k] = v;
     }
+    rope = *it;
   }
   const std::string where = source + ": rope_parameters";
   std::string type = "default";
@@ -220,9 +214,9 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
   }
   const std::string& type = c.model_type;
   for (const auto& [key, value] : j.items())
-    if (!kCommonKeys.count(key) && !kIgnoredKeys.count(key) && !type_has_key(type, key))
-      throw UserError(source + ": key \"" + key + "\" is not supported for model_type \"" + type +
-                      "\" (moin refuses what it cannot run; docs/model.md lists the keys)");
+    if (!kModelKeys.count(key) && !kIgnoredKeys.count(key))
+      throw UserError(source + ": key \"" + key + "\" is not supported (moin refuses what it cannot run; " +
+                      "docs/model.md lists the keys)");
   if (j.contains("architectures") && j["architectures"].is_array()) {
     for (const auto& a : j["architectures"])
       if (a != architecture_of(type))
@@ -236,6 +230,11 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
   if (get_bool(j, "rope_interleaved", false, source))
     throw UserError(source + ": rope_interleaved = true is not supported (transformers rotates halves)");
   if (get_int(j, "pretraining_tp", 1, source) != 1) throw UserError(source + ": pretraining_tp must be 1");
+  if (get_bool(j, "attention_bias", false, source) && type != "llama" && type != "qwen3")
+    throw UserError(source + ": attention_bias = true is not supported for model_type \"" + type +
+                    "\" (llama and qwen3 have it; qwen2 always has q/k/v biases)");
+  if (get_bool(j, "mlp_bias", false, source) && type != "llama")
+    throw UserError(source + ": mlp_bias = true is not supported for model_type \"" + type + "\" (llama only)");
   if (get_bool(j, "use_sliding_window", false, source))
     throw UserError(source + ": use_sliding_window = true is not supported for model_type \"" + type +
                     "\" (per-layer windows; only mistral's window is)");
@@ -273,9 +272,10 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
       break;
     }
   }
-  if (type == "llama" || type == "qwen3") c.attention_bias = get_bool(j, "attention_bias", false, source);
-  if (type == "llama") c.mlp_bias = get_bool(j, "mlp_bias", false, source);
-  // Mistral's window applies whenever it is set (null: none); qwen's only with use_sliding_window, refused above.
+  c.attention_bias = get_bool(j, "attention_bias", false, source);
+  c.mlp_bias = get_bool(j, "mlp_bias", false, source);
+  // Mistral's window applies whenever it is set (null, and moin's 0: none); qwen's only with
+  // use_sliding_window (refused above); llama's class has none.
   if (type == "mistral") c.sliding_window = get_int(j, "sliding_window", j.contains("sliding_window") ? 0 : 4096, source);
   c.validate(source);
   return c;

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
 
 MOIN = os.environ.get("MOIN_BIN", "build/bin/moin")
-# 40 tokens: longer than the sliding window (7) and than llama3's original context (16), so both act.
+# 40 tokens: longer than the sliding window (7) and than llama3's original context (32), so both act.
 TOKENS = [int(t) for t in np.random.default_rng(0).integers(0, 128, 40)]
 SIZES = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              vocab_size=128, max_position_embeddings=256, rms_norm_eps=1e-5, initializer_range=0.15)
@@ -23,7 +23,7 @@ SIZES = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_atte
 VARIANTS = {
     "llama-rope-llama3": (LlamaConfig, dict(tie_word_embeddings=True, rope_parameters=dict(
         rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=16))),
+        original_max_position_embeddings=32))),  # kept, blended and divided bands
     "llama-rope-linear-bias": (LlamaConfig, dict(tie_word_embeddings=False, attention_bias=True, mlp_bias=True,
                                                  rope_parameters=dict(rope_type="linear", rope_theta=500.0, factor=3.0))),
     "qwen2": (Qwen2Config, dict(tie_word_embeddings=False, rope_parameters=dict(rope_type="default",

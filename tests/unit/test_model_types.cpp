@@ -142,7 +142,10 @@ TEST(LlamaConfigTypes, RefusesInOneLineNamingTheKeyOrValue) {
   expect(refusal(with("llama", "rope_scaling", {{"type", "longrope"}})), {"\"longrope\""});
   expect(refusal(with("llama", "quantization_config", {{"bits", 4}})), {"\"quantization_config\""});
   expect(refusal(with("llama", "auto_map", json::object())), {"\"auto_map\""});
-  expect(refusal(with("mistral", "attention_bias", false)), {"\"attention_bias\"", "mistral"});
+  expect(refusal(with("mistral", "attention_bias", true)), {"attention_bias", "mistral"});
+  // A family key the type's transformers class ignores, set to "off", is ignored as transformers does.
+  EXPECT_NO_THROW(LlamaConfig::from_json(with("mistral", "attention_bias", false), "x"));
+  EXPECT_EQ(LlamaConfig::from_json(with("llama", "sliding_window", 4096), "x").sliding_window, 0);
   expect(refusal(with("qwen2", "mlp_bias", true)), {"\"mlp_bias\""});
   expect(refusal(with("qwen2", "use_sliding_window", true)), {"use_sliding_window"});
   expect(refusal(with("qwen3", "layer_types", {"sliding_attention", "full_attention"})), {"sliding_attention"});
