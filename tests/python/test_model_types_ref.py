@@ -188,3 +188,23 @@ def test_unsupported_configs_are_refused_in_one_line(tmp_path, change, needle):
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("moin: error:") and needle in lines[0], r.stderr
+
+
+def test_eval_ppl_refuses_a_tokenizer_larger_than_the_model_up_front(tmp_path):
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta eps zeta eta theta iota kappa lambda mu".split()
+    texts = [" ".join(rng.choice(words, 30)) for _ in range(200)]
+    (tmp_path / "c.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    moin("tokenizer", "train", "--input", tmp_path / "c.txt", "--output", tmp_path / "tok", "--vocab-size", 300, "-q")
+    moin("partition", "--input", tmp_path / "c.jsonl", "--text-field", "text", "--tokenizer", tmp_path / "tok.model",
+         "--clusters", 2, "--embedder", "tfidf", "--output", tmp_path / "part", "--set", "embedder.dim=8", "-q")
+    moin("init-model", "--output", tmp_path / "m", "--set", "model.vocab_size=280", "--set", "model.hidden_size=32",
+         "--set", "model.intermediate_size=32", "--set", "model.num_hidden_layers=1", "--set",
+         "model.num_attention_heads=2", "--set", "model.num_key_value_heads=1", "-q")
+    (tmp_path / "experts").mkdir()
+    r = moin("eval", "ppl", "--data", tmp_path / "c.jsonl", "--base", tmp_path / "m", "--partition", tmp_path / "part",
+             "--experts", tmp_path / "experts", check=False)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "300" in lines[0] and "280" in lines[0] and lines[0].startswith("moin: error:"), r.stderr
