@@ -146,7 +146,7 @@ TEST(LlamaConfigTypes, RefusesInOneLineNamingTheKeyOrValue) {
   // A family key the type's transformers class ignores, set to "off", is ignored as transformers does.
   EXPECT_NO_THROW(LlamaConfig::from_json(with("mistral", "attention_bias", false), "x"));
   EXPECT_EQ(LlamaConfig::from_json(with("llama", "sliding_window", 4096), "x").sliding_window, 0);
-  expect(refusal(with("qwen2", "mlp_bias", true)), {"\"mlp_bias\""});
+  expect(refusal(with("qwen2", "mlp_bias", true)), {"mlp_bias", "qwen2"});
   expect(refusal(with("qwen2", "use_sliding_window", true)), {"use_sliding_window"});
   expect(refusal(with("qwen3", "layer_types", {"sliding_attention", "full_attention"})), {"sliding_attention"});
   expect(refusal(with("llama", "hidden_act", "gelu")), {"hidden_act"});
