@@ -31,6 +31,14 @@ PplReport run_eval_ppl(const PplOptions& opts) {
           "eval ppl: no tokenizer (give --tokenizer, or a partition whose manifest names one)");
   const Tokenizer& tok = *router.tokenizer();
   const int K = router.num_experts();
+  // Up front (config.json only): an id past the model's vocabulary would fail deep inside the embedding.
+  for (const auto& model_dir : {opts.base, opts.cpt}) {
+    if (model_dir.empty()) continue;
+    const auto vocab = LlamaConfig::load(model_dir).vocab_size;
+    require(tok.vocab_size() <= vocab, "eval ppl: the tokenizer has " + std::to_string(tok.vocab_size()) +
+                                           " tokens, more than the vocabulary of the model " + model_dir + " (" +
+                                           std::to_string(vocab) + ")");
+  }
 
   std::vector<std::string> texts, labels;
   IngestReport ingest;

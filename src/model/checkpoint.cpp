@@ -2,6 +2,8 @@
 // memory-mapped safetensors files into the parameters, so loading never holds two copies of the model.
 #include "moin/model/checkpoint.h"
 
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -148,15 +150,75 @@ LlamaForCausalLM load_llama(const std::string& dir, torch::Dtype dtype, torch::D
   return model;
 }
 
-void save_llama(LlamaForCausalLM& model, const std::string& dir) {
+std::uint64_t parse_shard_size(const std::string& size) {
+  // transformers' convert_file_size_to_int: GiB/MiB/KiB are powers of 2, GB/MB/KB powers of 10.
+  static const std::vector<std::pair<std::string, std::uint64_t>> units = {
+      {"GIB", 1ull << 30}, {"MIB", 1ull << 20}, {"KIB", 1ull << 10},
+      {"GB", 1000000000ull}, {"MB", 1000000ull}, {"KB", 1000ull}, {"B", 1ull}, {"", 1ull}};
+  std::string upper = size;
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  for (const auto& [unit, scale] : units) {
+    if (upper.size() <= unit.size() || upper.compare(upper.size() - unit.size(), unit.size(), unit) != 0) continue;
+    const std::string digits = upper.substr(0, upper.size() - unit.size());
+    if (digits.size() > 15 || digits.find_first_not_of("0123456789") != std::string::npos) break;
+    const auto n = std::stoull(digits);
+    if (n == 0) break;
+    return n * scale;
+  }
+  throw UserError("max_shard_size \"" + size + "\" is not a size (a positive integer with KB, MB, GB, KiB, MiB or GiB)");
+}
+
+void save_llama(LlamaForCausalLM& model, const std::string& dir, std::uint64_t max_shard_bytes) {
+  require(max_shard_bytes > 0, "save_llama: max_shard_bytes must be positive");
   fs::ensure_dir(dir);
-  st::save((stdfs::path(dir) / "model.safetensors").string(), model->state_tensors(), {{"format", "pt"}});
-  // A sharded checkpoint saved earlier in this folder would shadow nothing, but would confuse readers.
-  std::error_code ec;
-  stdfs::remove(stdfs::path(dir) / "model.safetensors.index.json", ec);
+  const stdfs::path d(dir);
+  // Hugging Face's split: tensors in order; a new shard starts when the next tensor would pass the limit
+  // (a tensor larger than the limit gets a shard of its own).
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
+  std::uint64_t current = 0, total = 0, count = 0;
+  for (auto& [name, t] : model->state_tensors()) {
+    const auto bytes = static_cast<std::uint64_t>(t.nbytes());
+    if (current + bytes > max_shard_bytes && !shards.back().empty()) {
+      shards.emplace_back();
+      current = 0;
+    }
+    shards.back().emplace_back(name, t);
+    current += bytes;
+    total += bytes;
+    count += static_cast<std::uint64_t>(t.numel());
+  }
+  // The files this save writes; older weight files in the folder (a single file, other shards) would be
+  // read instead of or beside them, so they go once the new set is complete.
+  std::set<std::string> written;
+  if (shards.size() == 1) {
+    st::save((d / "model.safetensors").string(), shards[0], {{"format", "pt"}});
+    written.insert("model.safetensors");
+  } else {
+    char suffix[32];
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (std::size_t i = 0; i < shards.size(); ++i) {
+      std::snprintf(suffix, sizeof suffix, "-%05zu-of-%05zu", i + 1, shards.size());
+      const std::string file = std::string("model") + suffix + ".safetensors";
+      st::save((d / file).string(), shards[i], {{"format", "pt"}});
+      for (const auto& [name, t] : shards[i]) weight_map[name] = file;
+      written.insert(file);
+    }
+    nlohmann::json index = {{"metadata", {{"total_size", total}, {"total_parameters", count}}},
+                            {"weight_map", weight_map}};
+    fs::write_json_atomic(d / "model.safetensors.index.json", index);
+    written.insert("model.safetensors.index.json");
+  }
+  for (const auto& entry : stdfs::directory_iterator(d)) {
+    const auto name = entry.path().filename().string();
+    const bool weights = name == "model.safetensors" || name == "model.safetensors.index.json" ||
+                         (name.rfind("model-", 0) == 0 && name.find("-of-") != std::string::npos &&
+                          entry.path().extension() == ".safetensors");
+    std::error_code ec;
+    if (weights && !written.count(name)) stdfs::remove(entry.path(), ec);
+  }
   auto config = model->config;
   config.torch_dtype = dtype_name(model->dtype());
-  config.save((stdfs::path(dir) / "config.json").string());
+  config.save((d / "config.json").string());
 }
 
 void InitModelOptions::validate() const {
@@ -164,12 +226,13 @@ void InitModelOptions::validate() const {
   require(init_std > 0, "init-model: init_std must be positive");
   parse_dtype(dtype);
   model.validate("init-model: model");
+  parse_shard_size(max_shard_size);
 }
 
 void init_model(const InitModelOptions& opts) {
   opts.validate();
   auto model = make_llama(opts.model, parse_dtype(opts.dtype), torch::kCPU, opts.seed, opts.init_std);
-  save_llama(model, opts.output);
+  save_llama(model, opts.output, parse_shard_size(opts.max_shard_size));
 }
 
 }  // namespace moin

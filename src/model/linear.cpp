@@ -5,13 +5,14 @@
 
 namespace moin {
 
-LinearImpl::LinearImpl(std::int64_t in, std::int64_t out) : in_features(in), out_features(out) {
+LinearImpl::LinearImpl(std::int64_t in, std::int64_t out, bool has_bias) : in_features(in), out_features(out) {
   weight = register_parameter("weight", torch::empty({out, in}));
+  if (has_bias) bias = register_parameter("bias", torch::zeros({out}));
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   namespace F = torch::nn::functional;
-  auto y = F::linear(x, weight);
+  auto y = F::linear(x, weight, bias);
   if (!lora_A.defined()) return y;
   auto h = (lora_dropout > 0.0 && is_training())
                ? F::dropout(x, F::DropoutFuncOptions().p(lora_dropout).training(true))

@@ -2,6 +2,8 @@
 // SwiGLU, residuals. Numerics follow Hugging Face transformers (see llama.h).
 #include "moin/model/llama.h"
 
+#include <cmath>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <torch/nn/functional/activation.h>
@@ -28,16 +30,43 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 // ---- RoPE, "rotate halves": dimension i pairs with i + head_dim/2 ----
 
-std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(std::int64_t head_dim, double theta, std::int64_t offset,
-                                                     std::int64_t length, torch::Device device) {
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+static torch::Tensor default_inv_freq(std::int64_t head_dim, double theta, torch::Device device) {
   // Same expression as transformers: 1 / theta^(2i/d), computed from int64 steps in float32.
-  auto inv_freq = 1.0 / torch::pow(theta, torch::arange(0, head_dim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) /
-                                              static_cast<double>(head_dim));
-  auto pos = torch::arange(offset, offset + length, f32.dtype(torch::kInt64)).to(torch::kFloat32);
+  auto steps = torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  return torch::pow(theta, steps.to(torch::kFloat32) / static_cast<double>(head_dim)).reciprocal();
+}
+
+torch::Tensor rope_inv_freq(const LlamaConfig& c, torch::Device device) {
+  auto inv_freq = default_inv_freq(c.dim_head(), c.rope_theta, device);
+  const auto& rs = c.rope_scaling;
+  if (rs.rope_type == "linear") return inv_freq / rs.factor;  // = positions divided by factor
+  if (rs.rope_type != "llama3") return inv_freq;
+  // transformers' _compute_llama3_parameters, operation for operation (float32 tensors, double scalars;
+  // Python's `scalar / tensor` is tensor.reciprocal() * scalar).
+  const double old_context = static_cast<double>(
+      rs.original_max_position_embeddings > 0 ? rs.original_max_position_embeddings : c.max_position_embeddings);
+  const double low_freq_wavelen = old_context / rs.low_freq_factor;
+  const double high_freq_wavelen = old_context / rs.high_freq_factor;
+  auto wavelen = inv_freq.reciprocal() * (2 * M_PI);
+  // Long wavelengths (low frequencies) are divided by factor; short ones are kept; between, a smooth blend.
+  auto scaled = torch::where(wavelen > low_freq_wavelen, inv_freq / rs.factor, inv_freq);
+  auto smooth = (wavelen.reciprocal() * old_context - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+  auto smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+  auto medium = (wavelen < high_freq_wavelen).logical_not() * (wavelen > low_freq_wavelen).logical_not();
+  return torch::where(medium, smoothed, scaled);
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& inv_freq, std::int64_t offset,
+                                                     std::int64_t length) {
+  auto pos = torch::arange(offset, offset + length, inv_freq.options().dtype(torch::kInt64)).to(torch::kFloat32);
   auto freqs = torch::outer(pos, inv_freq);       // [T, head_dim/2]
   auto emb = torch::cat({freqs, freqs}, -1);      // [T, head_dim]
   return {emb.cos(), emb.sin()};
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(std::int64_t head_dim, double theta, std::int64_t offset,
+                                                     std::int64_t length, torch::Device device) {
+  return rope_cos_sin(default_inv_freq(head_dim, theta, device), offset, length);
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
@@ -49,11 +78,16 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 // ---- attention ----
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
-    : n_heads(c.num_attention_heads), n_kv_heads(c.num_key_value_heads), head_dim(c.dim_head()) {
-  q_proj = register_module("q_proj", Linear(c.hidden_size, n_heads * head_dim));
-  k_proj = register_module("k_proj", Linear(c.hidden_size, n_kv_heads * head_dim));
-  v_proj = register_module("v_proj", Linear(c.hidden_size, n_kv_heads * head_dim));
-  o_proj = register_module("o_proj", Linear(n_heads * head_dim, c.hidden_size));
+    : n_heads(c.num_attention_heads), n_kv_heads(c.num_key_value_heads), head_dim(c.dim_head()),
+      sliding_window(c.sliding_window) {
+  q_proj = register_module("q_proj", Linear(c.hidden_size, n_heads * head_dim, c.qkv_bias()));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias()));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias()));
+  o_proj = register_module("o_proj", Linear(n_heads * head_dim, c.hidden_size, c.o_bias()));
+  if (c.qk_norm()) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim, c.rms_norm_eps));
+    k_norm = register_module("k_norm", RMSNorm(head_dim, c.rms_norm_eps));
+  }
 }
 
 // [B, n_kv, T, hd] -> [B, n_kv * n_rep, T, hd]: each key/value head serves n_rep query heads.
@@ -66,8 +100,14 @@ static torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t n_rep) {
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                           torch::Tensor* cache_k, torch::Tensor* cache_v) {
   const auto B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);  // [B, H, T, hd]
-  auto k = k_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
+  auto q = q_proj(x).view({B, T, n_heads, head_dim});
+  auto k = k_proj(x).view({B, T, n_kv_heads, head_dim});
+  if (q_norm) {
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q.transpose(1, 2);  // [B, H, T, hd]
+  k = k.transpose(1, 2);
   auto v = v_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
@@ -86,7 +126,13 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   v = repeat_kv(v, n_heads / n_kv_heads);
 
   torch::Tensor out;
-  if (past == 0) {
+  const auto S = past + T;  // keys
+  if (sliding_window > 0 && S > sliding_window) {
+    // transformers' sliding_window_overlay: query position p sees keys j with p - window < j <= p.
+    auto ones = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
+    auto mask = ones.tril(past).logical_and(ones.tril(past - sliding_window).logical_not());
+    out = at::scaled_dot_product_attention(q, k, v, mask);
+  } else if (past == 0) {
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
   } else if (T == 1) {
     out = at::scaled_dot_product_attention(q, k, v);  // one new token sees everything before it
@@ -102,9 +148,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
 // ---- SwiGLU MLP ----
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) {
-  gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size));
+  gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
@@ -157,7 +203,7 @@ torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& tokens, KV
     cache->keys.assign(L, torch::Tensor());
     cache->values.assign(L, torch::Tensor());
   }
-  auto [cos, sin] = rope_cos_sin(config.dim_head(), config.rope_theta, past, T, tokens.device());
+  auto [cos, sin] = rope_cos_sin(rope_inv_freq(config, tokens.device()), past, T);
 
   auto h = model->embed_tokens(tokens);
   for (std::int64_t i = 0; i < L; ++i) {
@@ -181,7 +227,7 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const torch::Tensor& tokens, s
   if (layer < 0) layer += L + 1;
   require(layer >= 0 && layer <= L, "hidden_states: layer must be in [-" + std::to_string(L + 1) + ", " +
                                         std::to_string(L) + "]");
-  auto [cos, sin] = rope_cos_sin(config.dim_head(), config.rope_theta, 0, tokens.size(1), tokens.device());
+  auto [cos, sin] = rope_cos_sin(rope_inv_freq(config, tokens.device()), 0, tokens.size(1));
   auto h = model->embed_tokens(tokens);
   for (std::int64_t i = 0; i < std::min(layer, L); ++i) h = model->layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, cos, sin);
   return layer == L ? model->norm(h) : h;
@@ -210,11 +256,16 @@ void LlamaForCausalLMImpl::set_requires_grad(bool requires_grad) {
 void LlamaForCausalLMImpl::init_weights(std::uint64_t seed, double std) {
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
   for (auto& item : named_parameters()) {
     const auto& name = item.key();
     auto& p = item.value();
-    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0) {
+    if (ends_with(name, "norm.weight")) {
       p.fill_(1.0);
+    } else if (ends_with(name, ".bias")) {
+      p.zero_();  // as transformers' _init_weights
     } else {
       // Drawn on the CPU in float32 so the same seed gives the same model on every device and dtype.
       auto w = at::normal(0.0, std, p.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));

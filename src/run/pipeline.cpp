@@ -15,6 +15,7 @@
 #include "moin/data/tokenizer.h"
 #include "moin/eval/perplexity.h"
 #include "moin/eval/routing_eval.h"
+#include "moin/model/llama.h"
 #include "moin/train/options.h"
 
 namespace moin {
@@ -226,10 +227,11 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     m["vocab_size"] = vocab;
     m["bos_token_id"] = 1;
     m["eos_token_id"] = 2;
-    m["architectures"] = json::array({"LlamaForCausalLM"});
-    m["model_type"] = "llama";
+    if (!m.contains("model_type")) m["model_type"] = "llama";  // the section may name mistral, qwen2 or qwen3
+    m.erase("architectures");                                  // follows model_type
     fs::ensure_dir(c.path("configs/base-model"));
-    fs::write_json_atomic(c.path("configs/base-model/config.json"), m);
+    // Read and written back as a whole config.json, so a bad section fails here, naming the key.
+    LlamaConfig::from_json(m, "run: section model").save(c.path("configs/base-model/config.json"));
     json t = c.section("pretrain");
     t["mode"] = "full";
     t["partition"] = partition;

@@ -261,7 +261,7 @@ TEST(LlamaConfig, JsonRoundTripAndHuggingFaceSpellings) {
   EXPECT_EQ(c5.num_key_value_heads, 4);
   EXPECT_EQ(c5.torch_dtype, "bfloat16");
   EXPECT_EQ(c5.eos_token_id, 2);
-  EXPECT_TRUE(c5.tie_word_embeddings);  // the transformers default when absent
+  EXPECT_FALSE(c5.tie_word_embeddings);  // LlamaConfig's default when absent
   EXPECT_EQ(c5.rms_norm_eps, 1e-6);
 }
 
@@ -281,11 +281,11 @@ TEST(LlamaConfig, RejectsWhatItCannotRunNamingTheSource) {
   j["num_key_value_heads"] = 3;
   expect_error(j, "num_key_value_heads");
   j = base;
-  j["model_type"] = "mistral";
+  j["model_type"] = "gemma";
   expect_error(j, "model_type");
   j = base;
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  expect_error(j, "rope_scaling");
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
+  expect_error(j, "yarn");
   j = base;
   j["hidden_size"] = "big";
   expect_error(j, "hidden_size");

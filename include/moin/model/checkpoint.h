@@ -27,10 +27,20 @@ LlamaForCausalLM load_llama(const std::string& dir, torch::Dtype dtype = torch::
 // the same checks as load_llama.
 void load_llama_weights(LlamaForCausalLM& model, const std::string& path);
 
-// Writes `dir`/model.safetensors (in the model's dtype, metadata {"format": "pt"}) and `dir`/config.json
-// (torch_dtype set to that dtype), each atomically; creates `dir`. Transformers loads the result with
-// LlamaForCausalLM.from_pretrained(dir).
-void save_llama(LlamaForCausalLM& model, const std::string& dir);
+// huggingface_hub's default shard size (transformers 5 uses 50GB; either loads the other's shards).
+constexpr std::uint64_t kDefaultMaxShardBytes = 5000000000ull;
+
+// Writes the weights in the model's dtype (metadata {"format": "pt"}) and `dir`/config.json (torch_dtype
+// set to that dtype), each file atomically; creates `dir`. Up to max_shard_bytes of tensors: one
+// `dir`/model.safetensors; above, Hugging Face's shards model-00001-of-0000N.safetensors (split in tensor
+// order, a new shard when the next tensor would pass the limit) and model.safetensors.index.json. Weight
+// files of an earlier save that this one did not write are removed. Transformers loads the result with
+// AutoModelForCausalLM.from_pretrained(dir).
+void save_llama(LlamaForCausalLM& model, const std::string& dir, std::uint64_t max_shard_bytes = kDefaultMaxShardBytes);
+
+// "5GB", "40KB", "2GiB", "1000" -> bytes, as transformers' max_shard_size (GB = 10^9, GiB = 2^30).
+// UserError for anything else.
+std::uint64_t parse_shard_size(const std::string& size);
 
 // Options of `moin init-model`: a freshly initialised model (for pre-training from scratch and tests).
 struct InitModelOptions {
@@ -38,6 +48,7 @@ struct InitModelOptions {
   std::uint64_t seed = 0;
   std::string dtype = "float32";
   double init_std = 0.02;
+  std::string max_shard_size = "5GB";
   LlamaConfig model = small_model();  // ~11M parameters unless configured
 
   // 11.0M parameters: vocab 4096, hidden 384, 6 layers, 6 heads of 64, 2 key/value heads, MLP 1024, tied.
@@ -59,7 +70,8 @@ struct InitModelOptions {
     v("seed", seed, "seed of the initialisation");
     v("dtype", dtype, "dtype of the weights: float32, bfloat16 or float16");
     v("init_std", init_std, "standard deviation of the normal initialisation of embeddings and projections");
-    v("model", model, "the architecture (Hugging Face LlamaConfig keys)");
+    v("max_shard_size", max_shard_size, "weights above this size are split into shards (5GB, 40KB, 2GiB, ...)");
+    v("model", model, "the architecture (Hugging Face config.json keys: model_type, sizes, biases, rope_scaling, ...)");
   }
   void validate() const;
 };

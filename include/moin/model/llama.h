@@ -1,11 +1,15 @@
-// The Llama-family decoder (Llama 2/3 without rope scaling, TinyLlama, llama2.c's TinyStories models), in
-// LibTorch modules whose names mirror Hugging Face's LlamaForCausalLM, so a checkpoint's tensor names map
-// one to one onto parameters (model.layers.3.self_attn.q_proj.weight, ...).
+// The Llama-family decoder (Llama 2/3/3.x, TinyLlama, SmolLM, Mistral, Qwen2/2.5, Qwen3, llama2.c's
+// TinyStories models), in LibTorch modules whose names mirror Hugging Face's LlamaForCausalLM, so a
+// checkpoint's tensor names map one to one onto parameters (model.layers.3.self_attn.q_proj.weight, ...).
 //
 //   h = embed(tokens)
 //   for each layer:  h = h + o_proj(attention(rope(q_proj(norm(h))), rope(k_proj(norm(h))), v_proj(norm(h))))
 //                    h = h + down_proj(silu(gate_proj(norm(h))) * up_proj(norm(h)))
 //   logits = lm_head(norm(h))          (lm_head = embed_tokens.weight when the embeddings are tied)
+//
+// The family's variants are fields of LlamaConfig, not classes (nanoGPT's `bias` flag): q/k/v biases
+// (Qwen2), a sliding attention window (Mistral), RMSNorm of each query and key head (Qwen3), RoPE
+// frequency scaling (Llama 3.1's "llama3", "linear").
 //
 // Conventions (those of Hugging Face transformers): RoPE rotates the two halves of each head
 // (rotate_half), cos/sin computed in float32; RMSNorm normalises in float32 and casts back before the
@@ -27,8 +31,30 @@
 
 namespace moin {
 
-// The architecture, as in Hugging Face's config.json (LlamaConfig). Field names are the JSON keys.
+// RoPE frequency scaling, transformers' rope_parameters / rope_scaling: "default" (none), "linear" (every
+// frequency divided by factor) or "llama3" (Llama 3.1: long wavelengths divided by factor, short ones kept,
+// a smooth blend between). Other types (yarn, dynamic, longrope) are refused.
+struct RopeScaling {
+  std::string rope_type = "default";
+  double factor = 1.0;            // linear, llama3
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  std::int64_t original_max_position_embeddings = 0;  // llama3: the pre-training context (0: max_position_embeddings)
+
+  template <class V> void visit(V& v) {
+    v("rope_type", rope_type, "default, linear or llama3");
+    v("factor", factor, "linear, llama3: how much longer the context is than in pre-training");
+    v("low_freq_factor", low_freq_factor, "llama3: wavelengths above original/low_freq_factor are divided by factor");
+    v("high_freq_factor", high_freq_factor, "llama3: wavelengths below original/high_freq_factor are kept");
+    v("original_max_position_embeddings", original_max_position_embeddings,
+      "llama3: context length of pre-training (0: max_position_embeddings)");
+  }
+};
+
+// The architecture, as in Hugging Face's config.json (LlamaConfig, MistralConfig, Qwen2Config,
+// Qwen3Config). Field names are the JSON keys.
 struct LlamaConfig {
+  std::string model_type = "llama";  // llama, mistral, qwen2, qwen3
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
   std::int64_t intermediate_size = 11008;
@@ -43,8 +69,13 @@ struct LlamaConfig {
   std::int64_t bos_token_id = 1;  // -1 when the config has none
   std::int64_t eos_token_id = 2;
   std::string torch_dtype = "float32";  // the dtype the weights are stored in (float32, bfloat16, float16)
+  bool attention_bias = false;      // llama, qwen3: a bias on q/k/v/o_proj (qwen2 has q/k/v biases always)
+  bool mlp_bias = false;            // llama: a bias on gate/up/down_proj
+  std::int64_t sliding_window = 0;  // mistral: each query sees itself and the sliding_window - 1 keys before (0: all)
+  RopeScaling rope_scaling;
 
   template <class V> void visit(V& v) {
+    v("model_type", model_type, "llama, mistral, qwen2 (q/k/v biases) or qwen3 (RMSNorm on query and key heads)");
     v("vocab_size", vocab_size, "number of tokens of the vocabulary");
     v("hidden_size", hidden_size, "width of the residual stream");
     v("intermediate_size", intermediate_size, "width of the SwiGLU MLP");
@@ -59,19 +90,31 @@ struct LlamaConfig {
     v("bos_token_id", bos_token_id, "beginning-of-sequence token (-1: none)");
     v("eos_token_id", eos_token_id, "end-of-sequence token (-1: none)");
     v("torch_dtype", torch_dtype, "dtype of the stored weights: float32, bfloat16 or float16");
+    v("attention_bias", attention_bias, "llama, qwen3: a bias on q_proj, k_proj, v_proj and o_proj");
+    v("mlp_bias", mlp_bias, "llama: a bias on gate_proj, up_proj and down_proj");
+    v("sliding_window", sliding_window,
+      "mistral: each query attends to itself and the sliding_window - 1 positions before it (0: no window)");
+    v("rope_scaling", rope_scaling, "RoPE frequency scaling (rope_type default, linear or llama3)");
   }
 
   std::int64_t dim_head() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  // Which projections carry a bias: Qwen2's q/k/v always; attention_bias puts one on q/k/v/o (as transformers).
+  bool qkv_bias() const { return attention_bias || model_type == "qwen2"; }
+  bool o_bias() const { return attention_bias; }
+  bool qk_norm() const { return model_type == "qwen3"; }  // RMSNorm over each query and key head, before RoPE
   std::int64_t num_parameters() const;  // total count (embedding counted once when tied)
 
   // UserError "<source>: ..." on any inconsistency (non-positive sizes, heads not dividing, ...).
   void validate(const std::string& source = "config") const;
 
-  // From a Hugging Face config.json object: unknown keys are ignored (HF configs hold many), but a
-  // non-Llama architecture, rope scaling, biases or an activation other than silu is a UserError naming
-  // `source`. Accepts transformers 4 (rope_theta, torch_dtype) and 5 (rope_parameters, dtype) layouts.
+  // From a Hugging Face config.json object of model_type llama, mistral, qwen2 or qwen3. Every key must be
+  // one moin reads or one that cannot change the forward pass (transformers_version, use_cache, ...): any
+  // other key, another model_type or architecture, an unsupported rope type, activation or value is a
+  // UserError naming `source` and the key. Defaults of absent keys are those of the type's transformers
+  // config class. Accepts transformers 4 (rope_theta, rope_scaling, torch_dtype) and 5 (rope_parameters,
+  // dtype) layouts.
   static LlamaConfig from_json(const nlohmann::json& j, const std::string& source);
-  // A config.json transformers loads as LlamaForCausalLM (writes both the 4.x and 5.x key spellings).
+  // A config.json transformers loads as <Type>ForCausalLM (writes both the 4.x and 5.x key spellings).
   nlohmann::json to_json() const;
 
   // `path` is a config.json file or a folder holding one.
@@ -96,7 +139,13 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// cos and sin of RoPE for positions [offset, offset + length), [length, head_dim], float32.
+// RoPE's inverse frequencies [head_dim / 2], float32, with the config's rope_scaling applied: the same
+// float32 expressions as transformers' ROPE_INIT_FUNCTIONS, so the tables agree bit for bit on the CPU.
+torch::Tensor rope_inv_freq(const LlamaConfig& c, torch::Device device);
+// cos and sin of RoPE for positions [offset, offset + length), [length, 2 * inv_freq.size(0)], float32.
+std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(const torch::Tensor& inv_freq, std::int64_t offset,
+                                                     std::int64_t length);
+// The same without rope scaling (the frequencies 1 / theta^(2i / head_dim)).
 std::pair<torch::Tensor, torch::Tensor> rope_cos_sin(std::int64_t head_dim, double theta, std::int64_t offset,
                                                      std::int64_t length, torch::Device device);
 // x: [batch, heads, T, head_dim]; rotates halves: x * cos + rotate_half(x) * sin (in x's dtype).
@@ -109,7 +158,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3 only: over each head, before RoPE
   std::int64_t n_heads, n_kv_heads, head_dim;
+  std::int64_t sliding_window;  // 0: plain causal attention
 };
 TORCH_MODULE(LlamaAttention);
 
