@@ -84,16 +84,17 @@ class SentencePieceTokenizer final : public TokenizerBackend {
   }
 };
 
+}  // namespace
+
 // A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
-bool looks_like_json(const std::string& path) {
+std::string Tokenizer::kind_of_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
   char c = 0;
   while (in.get(c))
-    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{';
-  return false;
+    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{' ? "tokenizer.json" : "sentencepiece";
+  return "sentencepiece";
 }
-
-}  // namespace
 
 std::shared_ptr<const TokenizerBackend> load_sentencepiece(const std::string& model_path) {
   const auto& a = api();
@@ -120,15 +121,10 @@ std::string Tokenizer::find_in_model_dir(const std::string& model_dir) {
 }
 
 Tokenizer Tokenizer::load(const std::string& path) {
-  std::string file = path;
-  if (std::filesystem::is_directory(path)) {
-    file = find_in_model_dir(path);
-    if (file.empty()) throw UserError("tokenizer: " + path + " holds neither tokenizer.json nor tokenizer.model");
-  }
-  if (!std::filesystem::is_regular_file(file)) throw UserError("tokenizer: no such file: " + file);
+  if (!std::filesystem::is_regular_file(path)) throw UserError("tokenizer: no such file: " + path);
   Tokenizer t;
-  t.impl_ = looks_like_json(file) ? load_tokenizer_json(file) : load_sentencepiece(file);
-  t.path_ = file;
+  t.impl_ = kind_of_file(path) == "tokenizer.json" ? load_tokenizer_json(path) : load_sentencepiece(path);
+  t.path_ = path;
   return t;
 }
 

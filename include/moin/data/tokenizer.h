@@ -30,10 +30,12 @@ class TokenizerBackend {
 
 class Tokenizer {
  public:
-  // The file decides the kind: a tokenizer.json (a JSON object) or a SentencePiece model; a model folder
-  // stands for its own tokenizer.json or tokenizer.model. UserError naming the file when it is missing,
-  // unreadable, or of a kind moin does not support.
+  // The file decides the kind: a tokenizer.json (a JSON object) or a SentencePiece model. UserError naming
+  // the file when it is missing, unreadable, or of a kind moin does not support.
   static Tokenizer load(const std::string& path);
+
+  // "tokenizer.json" or "sentencepiece" by the file's first byte, without loading it ("" if unreadable).
+  static std::string kind_of_file(const std::string& path);
 
   // The tokenizer file a model folder ships (tokenizer.json first, then tokenizer.model), or "" if none.
   static std::string find_in_model_dir(const std::string& model_dir);
