@@ -139,12 +139,15 @@ json baseline_section(const Ctx& c, const std::string& name) {
   return t;
 }
 
+// The tokenizer given, else the given base's own, else the one this run trains.
 std::string tokenizer_path(const Ctx& c) {
-  return c.o.tokenizer.empty() ? c.path("tokenizer/tok.model") : c.o.tokenizer;
+  if (!c.o.tokenizer.empty()) return c.o.tokenizer;
+  std::string own = c.o.base.empty() ? "" : Tokenizer::find_in_model_dir(c.o.base);
+  return own.empty() ? c.path("tokenizer/tok.model") : own;
 }
 
 void stage_tokenizer(Ctx& c) {
-  if (!c.o.tokenizer.empty()) return;
+  if (tokenizer_path(c) != c.path("tokenizer/tok.model")) return;
   fs::ensure_dir(c.path("tokenizer"));
   std::vector<std::string> texts, labels;
   read_jsonl_docs(c.o.train_data, c.o.text_field, "", c.o.tokenizer_docs, texts, labels);
@@ -190,7 +193,8 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     return json{{"tokenizer", tokenizer_path(c)}};
   });
   const std::string tok = stdfs::absolute(tokenizer_path(c)).string();
-  const int vocab = Tokenizer::load(tok).vocab_size();
+  const Tokenizer tokenizer = Tokenizer::load(tok);
+  const int vocab = tokenizer.vocab_size();
 
   stage(c, "partition", [&] {
     json p = c.section("partition");
@@ -221,10 +225,14 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     if (!base.empty()) return json{{"base", base}, {"pretrained", false}};
     json m = c.section("model");
     m["vocab_size"] = vocab;
-    m["bos_token_id"] = 1;
-    m["eos_token_id"] = 2;
-    m["architectures"] = json::array({"LlamaForCausalLM"});
-    m["model_type"] = "llama";
+    // The tokenizer's own BOS/EOS (a tokenizer.json may have no BOS: Qwen2's has none).
+    auto id_or_null = [](int id) { return id >= 0 ? json(id) : json(nullptr); };
+    m["bos_token_id"] = id_or_null(tokenizer.bos_id());
+    m["eos_token_id"] = id_or_null(tokenizer.eos_id());
+    if (!m.contains("model_type")) m["model_type"] = "llama";
+    const std::string type = m["model_type"].is_string() ? m["model_type"].get<std::string>() : "";
+    const char* arch = type == "qwen2" ? "Qwen2ForCausalLM" : type == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+    if (!m.contains("architectures")) m["architectures"] = json::array({arch});
     fs::ensure_dir(c.path("configs/base-model"));
     fs::write_json_atomic(c.path("configs/base-model/config.json"), m);
     json t = c.section("pretrain");
