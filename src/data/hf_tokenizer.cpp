@@ -230,6 +230,12 @@ struct PieceCache {
 
 std::atomic<std::uint64_t> next_uid{1};
 
+[[noreturn]] void refuse(const std::string& path, const std::string& what) {
+  throw UserError("tokenizer: " + path + ": " + what +
+                  " (moin reads byte-level BPE tokenizer.json files as GPT-2, Llama-3, Qwen2 and SmolLM ship them;"
+                  " see docs/tokenizers.md)");
+}
+
 class HfBpeTokenizer final : public TokenizerBackend {
  public:
   explicit HfBpeTokenizer(const std::string& path);
@@ -250,6 +256,9 @@ class HfBpeTokenizer final : public TokenizerBackend {
   void load_decoder(const json& d);
   void find_special_ids(const json& root);
   int id_of(const std::string& content) const;
+  void require_id(int id, const char* whose) const {
+    if (id < 0 || id >= vocab_size) refuse(path_, std::string(whose) + " id " + std::to_string(id) + " is outside the vocabulary");
+  }
 
   void pre_tokenize(std::string_view s, std::size_t stage, std::vector<int>& out) const;
   void bpe(std::string_view piece, std::vector<int>& out) const;
@@ -267,6 +276,7 @@ class HfBpeTokenizer final : public TokenizerBackend {
   PairMap merges_;
   bool ignore_merges_ = false, byte_fallback_ = false, fuse_unk_ = false;
   int model_unk_ = -1;
+  std::size_t vocab_entries_ = 0;
   // pipeline
   std::vector<std::unique_ptr<AddedToken>> added_;
   AddedMatcher raw_added_, normalized_added_;
@@ -274,12 +284,6 @@ class HfBpeTokenizer final : public TokenizerBackend {
   std::vector<Stage> stages_;
   std::vector<int> prefix_, suffix_;  // what the post-processor adds around a text
 };
-
-[[noreturn]] void refuse(const std::string& path, const std::string& what) {
-  throw UserError("tokenizer: " + path + ": " + what +
-                  " (moin reads byte-level BPE tokenizer.json files as GPT-2, Llama-3, Qwen2 and SmolLM ship them;"
-                  " see docs/tokenizers.md)");
-}
 
 std::string type_of(const json& j) { return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : ""; }
 
@@ -320,6 +324,10 @@ HfBpeTokenizer::HfBpeTokenizer(const std::string& path) : path_(path) {
     // The id table covers the vocabulary and the added tokens.
     int max_id = static_cast<int>(pieces_.size()) - 1;
     for (const auto& t : added_) max_id = std::max(max_id, t->id);
+    // Real files number their tokens densely; a stray huge id would only allocate a huge table.
+    const std::size_t entries = vocab_entries_ + added_.size();
+    if (static_cast<std::size_t>(max_id) >= 2 * entries + 1024)
+      refuse(path_, "id " + std::to_string(max_id) + " is far beyond the " + std::to_string(entries) + " tokens");
     vocab_size = max_id + 1;
     pieces_.resize(static_cast<std::size_t>(vocab_size));
     decoded_.resize(static_cast<std::size_t>(vocab_size));
@@ -367,6 +375,10 @@ void HfBpeTokenizer::load_model(const json& m) {
     vocab.emplace(it.key(), id);
     max_id = std::max(max_id, id);
   }
+  vocab_entries_ = vocab.size();
+  if (static_cast<std::size_t>(max_id) >= 2 * vocab.size() + 1024)
+    refuse(path_, "vocabulary id " + std::to_string(max_id) + " is far beyond its " + std::to_string(vocab.size()) +
+                      " entries");
   pieces_.assign(static_cast<std::size_t>(max_id + 1), "");
   std::string bytes;
   for (const auto& [piece, id] : vocab) {
@@ -503,6 +515,8 @@ void HfBpeTokenizer::load_post_processor(const json& p, const json& root) {
   } else {
     refuse(path_, "post-processor " + type + " is not supported");
   }
+  for (int id : pre) require_id(id, "the post-processor's");
+  for (int id : post) require_id(id, "the post-processor's");
   // A later processor wraps what the earlier ones made.
   prefix_.insert(prefix_.begin(), pre.begin(), pre.end());
   suffix_.insert(suffix_.end(), post.begin(), post.end());
@@ -544,6 +558,7 @@ void HfBpeTokenizer::find_special_ids(const json& root) {
   }
   if (!from_config("pad_token", &pad) && root.contains("padding") && root["padding"].is_object())
     pad = root["padding"].value("pad_id", -1);
+  if (pad >= vocab_size) pad = -1;
   int u;
   if (from_config("unk_token", &u) && u >= 0) unk = u;
 }
