@@ -1,7 +1,8 @@
 """moin's tokenizer.json byte-level BPE (C++, `moin tokenizer encode|decode --model X.json`) gives the same ids
 and texts as Hugging Face `tokenizers` (Rust). The tokenizer files are trained here with `tokenizers`:
 GPT-2 style (ByteLevel with its regex), Llama-3 style (Split regex + ByteLevel(use_regex=False),
-ignore_merges, added tokens, a template that adds BOS) and Qwen2 style (NFC, one digit per piece).
+ignore_merges, added tokens, a template that adds BOS), Qwen2 style (NFC, one digit per piece) and SmolLM
+style (Digits, then ByteLevel with its regex).
 Trained and checked on real corpus documents when ../shared/data is there, and always on text Python
 ships (its standard library's sources) plus hard cases."""
 import glob
@@ -54,9 +55,12 @@ def moin_decode(path, ids, skip_special=False):
 
 
 def train(kind, texts, path):
-    tok = Tokenizer(models.BPE(ignore_merges=kind != "gpt2"))
+    tok = Tokenizer(models.BPE(ignore_merges=kind in ("llama3", "qwen2")))
     if kind == "gpt2":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    elif kind == "smollm":  # one digit per piece, then GPT-2's split
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3 if kind == "llama3" else QWEN2), behavior="isolated"),
@@ -126,7 +130,7 @@ def stdlib_texts():
     return texts
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama3", "qwen2"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama3", "qwen2", "smollm"])
 def test_ids_equal_tokenizers_on_real_corpus(kind, tmp_path):
     train_docs, test_docs = corpus_docs()
     n_docs, n_hard = check(kind, train_docs, test_docs, tmp_path)
@@ -134,7 +138,7 @@ def test_ids_equal_tokenizers_on_real_corpus(kind, tmp_path):
     print(f"{kind}: ids equal on {n_docs} corpus documents and {n_hard} hard cases", file=sys.stderr)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama3", "qwen2"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama3", "qwen2", "smollm"])
 def test_ids_equal_tokenizers_on_builtin_text(kind, tmp_path):
     texts = stdlib_texts()
     check(kind, texts[::2], texts[1::2], tmp_path)

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <thread>
+
 #include "data/bpe_text.h"
 #include "moin/data/tokenizer.h"
 #include "test_util.h"
@@ -102,6 +105,31 @@ TEST(HfTokenizer, LongPiecesUseTheHeapAndAgreeWithShortOnes) {
   EXPECT_EQ(tok.encode("hellhell"), std::vector<int>(2, 258));
 }
 
+TEST(HfTokenizer, ThreadsSharingOneTokenizerGetTheSameIds) {
+  // Each thread has its own piece cache; two tokenizers alternating on one thread must not mix them.
+  TempDir dir;
+  auto tok = moin::Tokenizer::load(write_json(dir, tiny_tokenizer_json()));
+  auto j = tiny_tokenizer_json();
+  j["model"]["merges"] = json::array();
+  auto plain = moin::Tokenizer::load(write_json(dir, j, "plain.json"));
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back("hello world " + std::to_string(i) + std::string(i % 7, ' ') + "hell");
+  std::vector<std::vector<int>> want;
+  for (const auto& t : texts) want.push_back(tok.encode(t));
+  std::vector<std::thread> pool;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t)
+    pool.emplace_back([&] {
+      for (int rep = 0; rep < 5; ++rep)
+        for (std::size_t i = 0; i < texts.size(); ++i) {
+          if (tok.encode(texts[i]) != want[i]) ++wrong;
+          if (plain.encode(texts[i]).size() != texts[i].size()) ++wrong;  // no merges: one id per byte
+        }
+    });
+  for (auto& th : pool) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST(HfTokenizer, SpecialIdsFromTokenizerConfig) {
   TempDir dir;
   auto j = tiny_tokenizer_json();
@@ -119,10 +147,10 @@ TEST(HfTokenizer, SpecialIdsFromTokenizerConfig) {
 TEST(HfTokenizer, FindsTheTokenizerOfAModelFolder) {
   TempDir dir;
   EXPECT_EQ(moin::Tokenizer::find_in_model_dir(dir.path.string()), "");
-  moin::test::write_file(dir / "tokenizer.model", "x");
-  EXPECT_EQ(moin::Tokenizer::find_in_model_dir(dir.path.string()), dir / "tokenizer.model");
   write_json(dir, tiny_tokenizer_json());
   EXPECT_EQ(moin::Tokenizer::find_in_model_dir(dir.path.string()), dir / "tokenizer.json");
+  moin::test::write_file(dir / "tokenizer.model", "x");  // both (Llama-2, Mistral): the SentencePiece model
+  EXPECT_EQ(moin::Tokenizer::find_in_model_dir(dir.path.string()), dir / "tokenizer.model");
   EXPECT_EQ(moin::Tokenizer::kind_of_file(dir / "tokenizer.json"), "tokenizer.json");
   EXPECT_EQ(moin::Tokenizer::kind_of_file(dir / "tokenizer.model"), "sentencepiece");
 }

@@ -37,7 +37,9 @@ class Tokenizer {
   // "tokenizer.json" or "sentencepiece" by the file's first byte, without loading it ("" if unreadable).
   static std::string kind_of_file(const std::string& path);
 
-  // The tokenizer file a model folder ships (tokenizer.json first, then tokenizer.model), or "" if none.
+  // The tokenizer file a model folder ships, or "" if none: tokenizer.model first, since the folders that
+  // ship both (Llama-2, Mistral, TinyLlama) have a SentencePiece-style tokenizer.json moin does not read;
+  // byte-level BPE models (Llama-3, Qwen2, SmolLM) ship only tokenizer.json.
   static std::string find_in_model_dir(const std::string& model_dir);
 
   std::vector<int> encode(std::string_view text, bool add_special = false) const {

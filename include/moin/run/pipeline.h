@@ -49,7 +49,7 @@ struct RunOptions {
     v("text_field", text_field, "dotted path of the text in each JSON line");
     v("label_field", label_field, "dotted path of the reference label (reports only)");
     v("tokenizer", tokenizer,
-      "SentencePiece .model or tokenizer.json to use (\"\" = the base's own tokenizer.json or tokenizer.model, "
+      "SentencePiece .model or tokenizer.json to use (\"\" = the base's own tokenizer.model or tokenizer.json, "
       "else train a SentencePiece model on train_data)");
     v("vocab_size", vocab_size, "vocabulary of the trained tokenizer");
     v("tokenizer_docs", tokenizer_docs, "documents of train_data the tokenizer is trained on (a fixed uniform sample)");
