@@ -2,7 +2,10 @@
 """Generates src/data/bpe_unicode_tables.cpp: the Unicode data the tokenizer.json byte-level BPE needs,
 taken from Python's unicodedata, so moin needs no ICU.
 
-  python3 scripts/gen_bpe_unicode_tables.py > src/data/bpe_unicode_tables.cpp
+  python3.13 scripts/gen_bpe_unicode_tables.py > src/data/bpe_unicode_tables.cpp
+
+Run it with the newest Python at hand: Hugging Face tokenizers (Oniguruma) follows recent Unicode, and
+a letter added since the Python's Unicode version would be read as "other" (3.13: Unicode 15.1).
 
 Tables (see src/data/bpe_unicode_tables.h):
   - code point classes as sorted ranges [first, last] -> flags: LETTER (\\p{L}), NUMBER (\\p{N}), SPACE (the

@@ -249,6 +249,8 @@ std::size_t contraction(std::string_view s, std::size_t pos, bool any_case) {
   };
   char a = at(pos + 1), b = at(pos + 2);
   if (a == 's' || a == 't' || a == 'm' || a == 'd') return pos + 2;
+  // Oniguruma's (?i) folds U+017F LATIN SMALL LETTER LONG S to s
+  if (any_case && a == '\xC5' && b == '\xBF') return pos + 3;
   if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return pos + 3;
   return 0;
 }

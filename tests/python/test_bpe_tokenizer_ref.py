@@ -26,7 +26,7 @@ QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
 
 HARD = [
     "", " ", "  ", "\n", "\n\n\n", "\r\n\r\n", "x ", " x", "hello   world\n\n  \n x  ",
-    "It's we'LL they'RE I'M you'Ve she'D 's ''s '' 'S", "don't won't y'all rock'n'roll",
+    "It's we'LL they'RE I'M you'Ve she'D 's ''s '' 'S it'ſt", "don't won't y'all rock'n'roll",
     "12345678901234567890 3.14159 1,000,000 0x1F 2024-06-01 ١٢٣ ½ ²",
     "emoji 🙂👍🏽👨‍👩‍👧 ok 🇩🇪", "東京は日本の首都です。中文测试，标点！", "한국어 텍스트 가각",
     "def f(x):\n\treturn x**2  # comment\n\n\n    if a<=b: pass\n",
