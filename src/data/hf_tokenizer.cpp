@@ -324,6 +324,7 @@ HfBpeTokenizer::HfBpeTokenizer(const std::string& path) : path_(path) {
     // The id table covers the vocabulary and the added tokens.
     int max_id = static_cast<int>(pieces_.size()) - 1;
     for (const auto& t : added_) max_id = std::max(max_id, t->id);
+    if (max_id < 0) refuse(path_, "the vocabulary is empty");
     // Real files number their tokens densely; a stray huge id would only allocate a huge table.
     const std::size_t entries = vocab_entries_ + added_.size();
     if (static_cast<std::size_t>(max_id) >= 2 * entries + 1024)
