@@ -37,7 +37,7 @@ void register_embed(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--encoder", encoder_dir, "sentence-transformers model folder (for --embedder encoder)");
   cmd->add_option("--model", model_dir, "Llama model folder (for --embedder model)");
-  cmd->add_option("--tokenizer", tokenizer, "SentencePiece model (for --embedder model; default MODEL/tokenizer.model)");
+  cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json (for --embedder model; default MODEL/tokenizer.model, else MODEL/tokenizer.json)");
   cmd->add_option("--layer", layer, "hidden_states index to pool (for --embedder model; -1 = last)")->capture_default_str();
   cmd->add_option("--max-length", max_length, "tokens per text (0 = the model's max_seq_length)")->capture_default_str();
   cmd->add_option("--batch-size", batch_size, "texts per forward pass")->capture_default_str();

@@ -24,7 +24,7 @@ void register_eval(CLI::App& app) {
     static std::int64_t max_docs = 0;
     auto* o_data = cmd->add_option("--data", data, "JSONL documents");
     auto* o_part = cmd->add_option("--partition", partition, "partition directory (router)");
-    auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece model (default: the partition's)");
+    auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json (default: the partition's)");
     auto* o_pre = cmd->add_option("--prefix-tokens", prefixes, "prefix lengths compared (default 16 32 64 128 256)");
     auto* o_docs = cmd->add_option("--max-docs", max_docs, "documents routed at most");
     auto* o_ppl = cmd->add_option("--ppl-json", ppl_json, "an eval ppl report on the same data (oracle agreement)");

@@ -20,7 +20,7 @@ void register_eval_ppl(CLI::App* ev) {
     auto* o_exp = cmd->add_option("--experts", experts, "experts folder (EXPERTS/<k>/)");
     auto* o_dense = cmd->add_option("--dense", dense, "dense LoRA adapter folder");
     auto* o_cpt = cmd->add_option("--cpt", cpt, "continued-pre-training model folder");
-    auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece model (default: the partition's)");
+    auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json (default: the partition's)");
     auto* o_pre = cmd->add_option("--prefix-tokens", prefix, "tokens the router sees");
     auto* o_max = cmd->add_option("--max-tokens", max_tokens, "tokens read per document");
     auto* o_docs = cmd->add_option("--max-docs", max_docs, "documents evaluated at most");

@@ -16,7 +16,7 @@ void register_generate(CLI::App& app) {
   static double temperature = 0, top_p = 1;
   static std::uint64_t seed = 0;
   auto* o_model = cmd->add_option("--model", model, "checkpoint folder");
-  auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model (default MODEL/tokenizer.model)");
+  auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json (default MODEL/tokenizer.model, else MODEL/tokenizer.json)");
   auto* o_ad = cmd->add_option("--adapter", adapter, "LoRA adapter folder (PEFT layout)");
   auto* o_prompt = cmd->add_option("--prompt", prompt, "text to continue (may be empty: BOS only)");
   auto* o_max = cmd->add_option("--max-new-tokens", max_new, "tokens to generate at most");

@@ -27,7 +27,7 @@ void register_partition(CLI::App& app) {
   auto* o_in = cmd->add_option("--input", inputs, "corpus files, folders or globs (JSONL, .gz, .zst, text)");
   auto* o_tf = cmd->add_option("--text-field", text_field, "dotted path of the text in each JSON object");
   auto* o_lf = cmd->add_option("--label-field", label_field, "dotted path of a reference label (for the report)");
-  auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model of the base model");
+  auto* o_tok = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json of the base model");
   auto* o_k = cmd->add_option("--clusters", clusters, "number of clusters K");
   auto* o_emb = cmd->add_option("--embedder", embedder, "tfidf, model or encoder");
   auto* o_model = cmd->add_option("--model", model_dir, "base model folder for --embedder model (embedder.model_dir)");

@@ -33,7 +33,7 @@ void register_route(CLI::App& app) {
   auto* o_pre = cmd->add_option("--prefix-tokens", prefix, "route on the first P base-tokenizer tokens only");
   auto* o_k = cmd->add_option("--top-k", top_k, "experts per query, nearest first");
   auto* o_f = cmd->add_option("--text-field", text_field, "dotted path of the text in each JSON line");
-  auto* o_t = cmd->add_option("--tokenizer", tokenizer, "SentencePiece model for prefixes (default: the partition's)");
+  auto* o_t = cmd->add_option("--tokenizer", tokenizer, "SentencePiece .model or tokenizer.json for prefixes (default: the partition's)");
   cmd->footer("\nOutput, one line per input line: {\"expert\": E, \"distance\": D} (with --top-k N > 1 also\n"
               "\"experts\" and \"distances\", nearest first); a line without text gives {\"expert\": -1, \"error\": ...}.\n"
               "distance: 1 - cosine for spherical k-means, squared L2 otherwise.");

@@ -3,7 +3,9 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -43,56 +45,88 @@ const moin_spm_api& api() {
   return *loaded;
 }
 
+// SentencePiece through the shim; the handle is freed with the backend.
+class SentencePieceTokenizer final : public TokenizerBackend {
+ public:
+  std::shared_ptr<void> handle;
+
+  std::vector<int> encode(std::string_view text, bool add_special) const override {
+    // Most text encodes to fewer ids than bytes/2; retry once with the exact size otherwise.
+    std::vector<int> ids(text.size() / 2 + 16);
+    long n = api().encode(handle.get(), text.data(), text.size(), ids.data(), ids.size());
+    if (n < 0) throw std::runtime_error("tokenizer: encoding failed");
+    if (static_cast<std::size_t>(n) > ids.size()) {
+      ids.resize(static_cast<std::size_t>(n));
+      n = api().encode(handle.get(), text.data(), text.size(), ids.data(), ids.size());
+    }
+    ids.resize(static_cast<std::size_t>(n));
+    if (add_special && bos >= 0) ids.insert(ids.begin(), bos);  // what Llama's SentencePiece tokenizers add
+    return ids;
+  }
+
+  std::string decode(const std::vector<int>& ids, bool /*skip_special*/) const override {
+    // sentencepiece's decoder drops control pieces (BOS, EOS, PAD) itself.
+    std::string out(ids.size() * 8 + 16, '\0');
+    long n = api().decode(handle.get(), ids.data(), ids.size(), out.data(), out.size());
+    if (n < 0) throw std::runtime_error("tokenizer: decoding failed (id out of range?)");
+    if (static_cast<std::size_t>(n) > out.size()) {
+      out.resize(static_cast<std::size_t>(n));
+      n = api().decode(handle.get(), ids.data(), ids.size(), out.data(), out.size());
+    }
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+  }
+
+  std::string id_to_piece(int id) const override {
+    char buf[256];
+    long n = api().id_to_piece(handle.get(), id, buf, sizeof buf);
+    if (n < 0) throw std::out_of_range("tokenizer: id " + std::to_string(id) + " out of range");
+    return std::string(buf, static_cast<std::size_t>(std::min<long>(n, sizeof buf)));
+  }
+};
+
 }  // namespace
 
-Tokenizer Tokenizer::load(const std::string& model_path) {
-  if (!std::filesystem::is_regular_file(model_path))
-    throw UserError("tokenizer: no such file: " + model_path);
+// A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
+std::string Tokenizer::kind_of_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  char c = 0;
+  while (in.get(c))
+    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{' ? "tokenizer.json" : "sentencepiece";
+  return "sentencepiece";
+}
+
+std::shared_ptr<const TokenizerBackend> load_sentencepiece(const std::string& model_path) {
   const auto& a = api();
   char err[512] = {0};
   void* h = a.load(model_path.c_str(), err, sizeof err);
   if (!h) throw UserError("tokenizer: " + model_path + " is not a SentencePiece model: " + err);
-  Tokenizer t;
-  t.handle_ = std::shared_ptr<void>(h, [free = a.free](void* p) { free(p); });
-  t.path_ = model_path;
-  t.vocab_size_ = a.vocab_size(h);
-  t.bos_ = a.bos_id(h);
-  t.eos_ = a.eos_id(h);
-  t.pad_ = a.pad_id(h);
-  t.unk_ = a.unk_id(h);
+  auto t = std::make_shared<SentencePieceTokenizer>();
+  t->handle = std::shared_ptr<void>(h, [free = a.free](void* p) { free(p); });
+  t->kind = "sentencepiece";
+  t->vocab_size = a.vocab_size(h);
+  t->bos = a.bos_id(h);
+  t->eos = a.eos_id(h);
+  t->pad = a.pad_id(h);
+  t->unk = a.unk_id(h);
   return t;
 }
 
-std::vector<int> Tokenizer::encode(std::string_view text) const {
-  // Most text encodes to fewer ids than bytes/2; retry once with the exact size otherwise.
-  std::vector<int> ids(text.size() / 2 + 16);
-  long n = api().encode(handle_.get(), text.data(), text.size(), ids.data(), ids.size());
-  if (n < 0) throw std::runtime_error("tokenizer: encoding failed");
-  if (static_cast<std::size_t>(n) > ids.size()) {
-    ids.resize(static_cast<std::size_t>(n));
-    n = api().encode(handle_.get(), text.data(), text.size(), ids.data(), ids.size());
+std::string Tokenizer::find_in_model_dir(const std::string& model_dir) {
+  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
+    auto p = std::filesystem::path(model_dir) / name;
+    if (std::filesystem::is_regular_file(p)) return p.string();
   }
-  ids.resize(static_cast<std::size_t>(n));
-  return ids;
+  return "";
 }
 
-std::string Tokenizer::decode(const std::vector<int>& ids) const {
-  std::string out(ids.size() * 8 + 16, '\0');
-  long n = api().decode(handle_.get(), ids.data(), ids.size(), out.data(), out.size());
-  if (n < 0) throw std::runtime_error("tokenizer: decoding failed (id out of range?)");
-  if (static_cast<std::size_t>(n) > out.size()) {
-    out.resize(static_cast<std::size_t>(n));
-    n = api().decode(handle_.get(), ids.data(), ids.size(), out.data(), out.size());
-  }
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-std::string Tokenizer::id_to_piece(int id) const {
-  char buf[256];
-  long n = api().id_to_piece(handle_.get(), id, buf, sizeof buf);
-  if (n < 0) throw std::out_of_range("tokenizer: id " + std::to_string(id) + " out of range");
-  return std::string(buf, static_cast<std::size_t>(std::min<long>(n, sizeof buf)));
+Tokenizer Tokenizer::load(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) throw UserError("tokenizer: no such file: " + path);
+  Tokenizer t;
+  t.impl_ = kind_of_file(path) == "tokenizer.json" ? load_tokenizer_json(path) : load_sentencepiece(path);
+  t.path_ = path;
+  return t;
 }
 
 void TokenizerTrainOptions::validate() const {

@@ -92,9 +92,11 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
     EvalDoc d;
     d.index = static_cast<std::int64_t>(i);
     d.label = i < labels.size() ? labels[i] : "";
-    d.from = 1 + opts.prefix_tokens;
+    // Without a BOS (Qwen2's tokenizer.json has none) the first token has no context to be scored from.
+    const int bos = tokenizer.bos_id() >= 0 ? 1 : 0;
+    d.from = std::max(1, bos + opts.prefix_tokens);
     d.tokens.reserve(ids.size() + 1);
-    d.tokens.push_back(tokenizer.bos_id());
+    if (bos) d.tokens.push_back(tokenizer.bos_id());
     d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
     if (d.eval_tokens() < opts.min_eval_tokens) {
       ++n_skipped;

@@ -126,9 +126,9 @@ std::string run_generate(const GenerateRunOptions& opts) {
   opts.validate();
   std::string tok_path = opts.tokenizer;
   if (tok_path.empty()) {
-    tok_path = (std::filesystem::path(opts.model) / "tokenizer.model").string();
-    require(std::filesystem::is_regular_file(tok_path),
-            "generate: no --tokenizer given and " + tok_path + " does not exist");
+    tok_path = Tokenizer::find_in_model_dir(opts.model);
+    require(!tok_path.empty(), "generate: no --tokenizer given and " + opts.model +
+                                   " holds neither tokenizer.json nor tokenizer.model");
   }
   auto tokenizer = Tokenizer::load(tok_path);
   auto model = load_llama(opts.model, parse_dtype(opts.dtype), parse_device(opts.device));

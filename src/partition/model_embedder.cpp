@@ -35,7 +35,8 @@ std::size_t utf8_cut(std::string_view s, std::size_t n) {
 }
 
 std::string default_tokenizer(const std::string& model_dir) {
-  return (stdfs::path(model_dir) / "tokenizer.model").string();
+  std::string found = Tokenizer::find_in_model_dir(model_dir);
+  return found.empty() ? (stdfs::path(model_dir) / "tokenizer.model").string() : found;
 }
 
 class ModelEmbedder : public Embedder {

@@ -217,7 +217,7 @@ void PartitionOptions::validate() const {
   corpus.validate();
   embedder.validate();
   kmeans.validate();
-  require(!tokenizer.empty(), "partition: no tokenizer given (--tokenizer FILE.model)");
+  require(!tokenizer.empty(), "partition: no tokenizer given (--tokenizer FILE.model or tokenizer.json)");
   require(!output.empty(), "partition: no output folder given (--output DIR)");
   require(sample >= 1, "sample must be positive");
   require(sample_max_bytes >= 64, "sample_max_bytes must be at least 64");
@@ -819,7 +819,8 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
                    {"embedder", {{"type", fit.value("embedder", std::string())}, {"dim", km.d}, {"path", "embedder"}}},
                    {"centroids", {{"path", "centroids.npy"}, {"shape", {km.k, km.d}}, {"dtype", "float32"},
                                   {"spherical", km.spherical}, {"kmeans", "kmeans.json"}}},
-                   {"tokenizer", {{"path", tok_info.tokenizer}, {"sha256", tok_info.tokenizer_sha256},
+                   {"tokenizer", {{"path", tok_info.tokenizer}, {"kind", Tokenizer::kind_of_file(tok_info.tokenizer)},
+                                  {"sha256", tok_info.tokenizer_sha256},
                                   {"vocab_size", tok_info.vocab_size}, {"dtype", tok_info.dtype}}},
                    {"num_shards", n_shards},
                    {"documents", summary.documents},

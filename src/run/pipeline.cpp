@@ -142,12 +142,15 @@ json baseline_section(const Ctx& c, const std::string& name) {
   return t;
 }
 
+// The tokenizer given, else the given base's own, else the one this run trains.
 std::string tokenizer_path(const Ctx& c) {
-  return c.o.tokenizer.empty() ? c.path("tokenizer/tok.model") : c.o.tokenizer;
+  if (!c.o.tokenizer.empty()) return c.o.tokenizer;
+  std::string own = c.o.base.empty() ? "" : Tokenizer::find_in_model_dir(c.o.base);
+  return own.empty() ? c.path("tokenizer/tok.model") : own;
 }
 
 void stage_tokenizer(Ctx& c) {
-  if (!c.o.tokenizer.empty()) return;
+  if (tokenizer_path(c) != c.path("tokenizer/tok.model")) return;
   fs::ensure_dir(c.path("tokenizer"));
   std::vector<std::string> texts, labels;
   read_jsonl_docs(c.o.train_data, c.o.text_field, "", c.o.tokenizer_docs, texts, labels);
@@ -194,7 +197,8 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     return json{{"tokenizer", tokenizer_path(c)}};
   });
   const std::string tok = stdfs::absolute(tokenizer_path(c)).string();
-  const int vocab = Tokenizer::load(tok).vocab_size();
+  const Tokenizer tokenizer = Tokenizer::load(tok);
+  const int vocab = tokenizer.vocab_size();
 
   stage(c, "partition", [&] {
     json p = c.section("partition");
@@ -225,8 +229,10 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     if (!base.empty()) return json{{"base", base}, {"pretrained", false}};
     json m = c.section("model");
     m["vocab_size"] = vocab;
-    m["bos_token_id"] = 1;
-    m["eos_token_id"] = 2;
+    // The tokenizer's own BOS/EOS (a tokenizer.json may have no BOS: Qwen2's has none).
+    auto id_or_null = [](int id) { return id >= 0 ? json(id) : json(nullptr); };
+    m["bos_token_id"] = id_or_null(tokenizer.bos_id());
+    m["eos_token_id"] = id_or_null(tokenizer.eos_id());
     if (!m.contains("model_type")) m["model_type"] = "llama";  // the section may name mistral, qwen2 or qwen3
     m.erase("architectures");                                  // follows model_type
     fs::ensure_dir(c.path("configs/base-model"));

@@ -1,6 +1,9 @@
-// SentencePiece tokenizer. The sentencepiece library is reached through libmoin_spm.so (see
-// src/data/spm_shim/spm_shim.h); this class is the only way the rest of moin uses it. Encoding is
-// thread-safe on one Tokenizer.
+// Tokenizers: one interface, two implementations chosen by the file.
+//   - a SentencePiece .model (src/data/tokenizer.cpp; sentencepiece is reached through libmoin_spm.so, see
+//     src/data/spm_shim/spm_shim.h);
+//   - a Hugging Face tokenizer.json byte-level BPE, as GPT-2, Llama-3, Qwen2 and SmolLM ship
+//     (src/data/hf_tokenizer.cpp; pure C++, docs/tokenizers.md).
+// Tokenizer is a cheap, copyable handle on an immutable backend. Encoding is thread-safe on one Tokenizer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -10,27 +13,60 @@
 
 namespace moin {
 
+// What a tokenizer implementation provides. Ids the file does not define are -1.
+class TokenizerBackend {
+ public:
+  virtual ~TokenizerBackend() = default;
+  // add_special: what the tokenizer adds around a text on its own (Hugging Face's add_special_tokens):
+  // BOS for SentencePiece, the post-processor's template (e.g. Llama-3's <|begin_of_text|>) for tokenizer.json.
+  virtual std::vector<int> encode(std::string_view text, bool add_special) const = 0;
+  // skip_special: leave out special tokens (BOS, EOS, added special tokens).
+  virtual std::string decode(const std::vector<int>& ids, bool skip_special) const = 0;
+  virtual std::string id_to_piece(int id) const = 0;
+
+  std::string kind;  // "sentencepiece" or "tokenizer.json"
+  int vocab_size = 0, bos = -1, eos = -1, pad = -1, unk = -1;
+};
+
 class Tokenizer {
  public:
-  // UserError naming the file when it is missing or not a SentencePiece model.
-  static Tokenizer load(const std::string& model_path);
+  // The file decides the kind: a tokenizer.json (a JSON object) or a SentencePiece model. UserError naming
+  // the file when it is missing, unreadable, or of a kind moin does not support.
+  static Tokenizer load(const std::string& path);
 
-  std::vector<int> encode(std::string_view text) const;
-  std::string decode(const std::vector<int>& ids) const;
-  std::string id_to_piece(int id) const;
+  // "tokenizer.json" or "sentencepiece" by the file's first byte, without loading it ("" if unreadable).
+  static std::string kind_of_file(const std::string& path);
 
-  int vocab_size() const { return vocab_size_; }
-  int bos_id() const { return bos_; }
-  int eos_id() const { return eos_; }
-  int pad_id() const { return pad_; }
-  int unk_id() const { return unk_; }
+  // The tokenizer file a model folder ships, or "" if none: tokenizer.model first, since the folders that
+  // ship both (Llama-2, Mistral, TinyLlama) have a SentencePiece-style tokenizer.json moin does not read;
+  // byte-level BPE models (Llama-3, Qwen2, SmolLM) ship only tokenizer.json.
+  static std::string find_in_model_dir(const std::string& model_dir);
+
+  std::vector<int> encode(std::string_view text, bool add_special = false) const {
+    return impl_->encode(text, add_special);
+  }
+  std::string decode(const std::vector<int>& ids, bool skip_special = false) const {
+    return impl_->decode(ids, skip_special);
+  }
+  std::string id_to_piece(int id) const { return impl_->id_to_piece(id); }
+
+  // One more than the largest id (model vocabulary and added tokens).
+  int vocab_size() const { return impl_->vocab_size; }
+  int bos_id() const { return impl_->bos; }
+  int eos_id() const { return impl_->eos; }
+  int pad_id() const { return impl_->pad; }
+  int unk_id() const { return impl_->unk; }
+  const std::string& kind() const { return impl_->kind; }
   const std::string& path() const { return path_; }
 
  private:
-  std::shared_ptr<void> handle_;
+  std::shared_ptr<const TokenizerBackend> impl_;
   std::string path_;
-  int vocab_size_ = 0, bos_ = -1, eos_ = -1, pad_ = -1, unk_ = -1;
 };
+
+// The backends; Tokenizer::load picks one.
+std::shared_ptr<const TokenizerBackend> load_sentencepiece(const std::string& model_path);
+std::shared_ptr<const TokenizerBackend> load_tokenizer_json(const std::string& json_path);
 
 // Options of `moin tokenizer train`.
 struct TokenizerTrainOptions {

@@ -31,7 +31,7 @@ struct PplOptions {
   std::string text_field = "text";
   std::string label_field = "meta.pile_set_name";
   std::string base;                        // base model folder (HF layout)
-  std::string tokenizer;                   // SentencePiece model (default: the partition's)
+  std::string tokenizer;                   // .model or tokenizer.json (default: the partition's)
   std::string partition;                   // partition directory (router)
   std::string experts;                     // folder of expert adapters: experts/<k>/ (PEFT layout)
   std::string dense;                       // dense LoRA adapter folder (optional)
@@ -56,7 +56,7 @@ struct PplOptions {
     v("text_field", text_field, "dotted path of the text in each JSON object");
     v("label_field", label_field, "dotted path of the reference label (\"\" = none)");
     v("base", base, "base model folder (config.json + model.safetensors)");
-    v("tokenizer", tokenizer, "SentencePiece model of the base (default: the partition's tokenizer)");
+    v("tokenizer", tokenizer, "tokenizer of the base, SentencePiece .model or tokenizer.json (default: the partition's tokenizer)");
     v("partition", partition, "partition directory: the router's embedder and centroids");
     v("experts", experts, "folder holding one adapter per cluster: EXPERTS/<k>/adapter_config.json");
     v("dense", dense, "dense LoRA adapter folder (trained on the whole corpus); \"\" = not evaluated");

@@ -50,7 +50,7 @@ std::string generate_text(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
 // Options of `moin generate`: which model, tokenizer and adapter, the prompt, and the sampling.
 struct GenerateRunOptions {
   std::string model;      // checkpoint folder
-  std::string tokenizer;  // SentencePiece .model ("" : MODEL/tokenizer.model)
+  std::string tokenizer;  // .model or tokenizer.json ("" : MODEL/tokenizer.model or MODEL/tokenizer.json)
   std::string adapter;    // LoRA adapter folder (PEFT layout), optional
   std::string prompt;
   std::string dtype = "float32";
@@ -59,7 +59,7 @@ struct GenerateRunOptions {
 
   template <class V> void visit(V& v) {
     v("model", model, "checkpoint folder (config.json + model.safetensors)");
-    v("tokenizer", tokenizer, "SentencePiece .model (empty: MODEL/tokenizer.model)");
+    v("tokenizer", tokenizer, "SentencePiece .model or tokenizer.json (empty: MODEL/tokenizer.model, else MODEL/tokenizer.json)");
     v("adapter", adapter, "LoRA adapter folder (PEFT layout) to apply, optional");
     v("prompt", prompt, "text to continue (BOS is prepended)");
     v("dtype", dtype, "compute dtype: float32, bfloat16 or float16");

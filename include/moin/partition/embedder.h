@@ -82,7 +82,7 @@ struct EmbedderOptions {
     v("threads", threads, "threads for embed() (0 = all cores)");
     v("model_dir", model_dir, "model: folder of the base model (Hugging Face layout: config.json + model.safetensors)");
     v("layer", layer, "model: hidden_states index to pool, as Hugging Face's output_hidden_states: 0 = token embeddings, i = output of decoder layer i, -1 = last (after the final norm)");
-    v("tokenizer", tokenizer, "model: SentencePiece model of the base model (\"\" = the partition's tokenizer, else MODEL_DIR/tokenizer.model)");
+    v("tokenizer", tokenizer, "model: tokenizer of the base model, .model or tokenizer.json (\"\" = the partition's tokenizer, else MODEL_DIR/tokenizer.model or tokenizer.json)");
     v("center", center, "model: subtract the mean pooled vector of the fit sample before L2 normalisation");
     v("device", device, "model: auto (CUDA when available), cpu, cuda or cuda:N");
     v("encoder_dir", encoder_dir, "encoder: folder of the sentence encoder");

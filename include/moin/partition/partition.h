@@ -28,7 +28,7 @@ namespace moin {
 
 struct PartitionOptions {
   CorpusOptions corpus;
-  std::string tokenizer;            // SentencePiece model of the base model
+  std::string tokenizer;            // tokenizer of the base model (.model or tokenizer.json)
   EmbedderOptions embedder;
   KMeansOptions kmeans;             // kmeans.k is the number of clusters (--clusters)
   std::int64_t sample = 50000;      // documents sampled (uniformly) to fit the embedder and k-means
@@ -44,7 +44,7 @@ struct PartitionOptions {
 
   template <class V> void visit(V& v) {
     v("corpus", corpus, "the corpus: inputs, fields, bad-input handling");
-    v("tokenizer", tokenizer, "SentencePiece .model of the base model; documents are tokenised with it");
+    v("tokenizer", tokenizer, "tokenizer of the base model (SentencePiece .model or tokenizer.json); documents are tokenised with it");
     v("embedder", embedder, "how documents become vectors");
     v("kmeans", kmeans, "k-means; kmeans.k is the number of clusters");
     v("sample", sample, "documents sampled uniformly from the corpus to fit the embedder and train k-means");

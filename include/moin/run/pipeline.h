@@ -1,6 +1,7 @@
 // `moin run CONFIG`: the whole MoIN pipeline from one config, into one run directory.
 //
-//   tokenizer  train a SentencePiece model on the training corpus (or use the one given)
+//   tokenizer  use the tokenizer given (.model or tokenizer.json) or the base's own, else train a
+//              SentencePiece model on the training corpus
 //   partition  `moin partition`: embed, k-means, per-cluster token shards        -> RUN/partition
 //   base       use the checkpoint given, or pre-train a small one (`moin train --mode full`) -> RUN/base
 //   experts    `moin launch`: one LoRA expert per cluster                          -> RUN/experts/<k>
@@ -47,7 +48,9 @@ struct RunOptions {
     v("valid_data", valid_data, "held-out documents (JSONL) for the evaluations");
     v("text_field", text_field, "dotted path of the text in each JSON line");
     v("label_field", label_field, "dotted path of the reference label (reports only)");
-    v("tokenizer", tokenizer, "SentencePiece model to use (\"\" = train one on train_data)");
+    v("tokenizer", tokenizer,
+      "SentencePiece .model or tokenizer.json to use (\"\" = the base's own tokenizer.model or tokenizer.json, "
+      "else train a SentencePiece model on train_data)");
     v("vocab_size", vocab_size, "vocabulary of the trained tokenizer");
     v("tokenizer_docs", tokenizer_docs, "documents of train_data the tokenizer is trained on (a fixed uniform sample)");
     v("base", base, "base model folder to upcycle (\"\" = pre-train a small one: sections model + pretrain)");
