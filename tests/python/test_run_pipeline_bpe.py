@@ -35,6 +35,7 @@ def test_tiny_pipeline_on_a_tokenizer_json(tmp_path):
     vocab = json.load(open(tok))
     eos = next(t["id"] for t in vocab["added_tokens"] if t["content"] == "<|endoftext|>")
     assert config["bos_token_id"] is None and config["eos_token_id"] == eos
+    assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"]
     rep = json.load(open(run / "report" / "report.json"))
     ppl = {s["name"]: s["ppl"] for s in rep["perplexity"]["systems"]}
     assert all(v > 1.0 for v in ppl.values()) and ppl["oracle expert"] <= ppl["MoIN (routed)"] + 1e-9
