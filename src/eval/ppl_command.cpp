@@ -32,12 +32,14 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   const Tokenizer& tok = *router.tokenizer();
   const int K = router.num_experts();
   // Up front (config.json only): an id past the model's vocabulary would fail deep inside the embedding.
-  for (const auto& model_dir : {opts.base, opts.cpt}) {
+  const std::pair<std::string, const char*> models[] = {{opts.base, "base model"},
+                                                        {opts.cpt, "continued-pre-training model"}};
+  for (const auto& [model_dir, what] : models) {
     if (model_dir.empty()) continue;
     const auto vocab = LlamaConfig::load(model_dir).vocab_size;
     require(tok.vocab_size() <= vocab, "eval ppl: the tokenizer has " + std::to_string(tok.vocab_size()) +
-                                           " tokens, more than the vocabulary of the model " + model_dir + " (" +
-                                           std::to_string(vocab) + ")");
+                                           " tokens, more than the vocabulary of the " + what + " " + model_dir +
+                                           " (" + std::to_string(vocab) + ")");
   }
 
   std::vector<std::string> texts, labels;
@@ -65,22 +67,13 @@ PplReport run_eval_ppl(const PplOptions& opts) {
     dense_index = static_cast<int>(dirs.size());
     dirs.push_back(opts.dense);
   }
-  // The tokenizer's ids index the models' embeddings: refuse a mismatch up front, as generate does, not
-  // as an "index out of range" in the middle of the evaluation.
-  auto check_vocab = [&](const LlamaForCausalLM& m, const std::string& what, const std::string& dir) {
-    require(tok.vocab_size() <= m->config.vocab_size,
-            "eval ppl: the tokenizer has " + std::to_string(tok.vocab_size()) + " tokens, more than the " + what +
-                " " + dir + " has in its vocabulary (" + std::to_string(m->config.vocab_size) + ")");
-  };
   auto base_llama = load_llama(opts.base, dtype, device);
-  check_vocab(base_llama, "base model", opts.base);
   RoutedModel base(base_llama, dirs, opts.cache_size);
   LlamaScorer base_scorer(base);
   std::unique_ptr<RoutedModel> cpt_model;
   std::unique_ptr<LlamaScorer> cpt_scorer;
   if (!opts.cpt.empty()) {
     auto cpt_llama = load_llama(opts.cpt, dtype, device);
-    check_vocab(cpt_llama, "continued-pre-training model", opts.cpt);
     cpt_model = std::make_unique<RoutedModel>(cpt_llama, std::vector<std::string>{}, 1);
     cpt_scorer = std::make_unique<LlamaScorer>(*cpt_model);
   }
