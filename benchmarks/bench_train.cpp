@@ -151,6 +151,9 @@ int run_case(const Case& c, int steps) {
          {"tokens_per_s", median(rates).is_null() ? 0.0 : median(rates).get<double>()},
          {"mfu", median(mfus)},
          {"peak_memory_bytes", summary["peak_memory_bytes"]},
+         // The trainer's own count (perf.h) and the device's peak, so a peer's MFU uses the same two numbers.
+         {"flops_per_token", summary["flops_per_token"]},
+         {"peak_tflops", c.cuda ? moin::known_peak_tflops(moin::cuda_device_name(0)) : 0.0},
          {"device", c.cuda ? moin::cuda_device_name(0) : std::string("cpu")},
          {"config", c.config.to_json()},
          {"lora", c.lora ? json{{"r", lora.r}, {"alpha", lora.alpha}, {"target_modules", lora.target_modules}} : json()},

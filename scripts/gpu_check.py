@@ -340,18 +340,6 @@ def check_embedder(ctx):
     return out
 
 
-def flops_per_token_lora(cfg, r, targets, seq_len):
-    """perf.h's count: 4 N_frozen + 6 N_lora + 12 L T d (matrix multiplies only)."""
-    h, m, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    hd = cfg.get("head_dim") or h // cfg["num_attention_heads"]
-    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
-    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "gate_proj": (h, m),
-              "up_proj": (h, m), "down_proj": (m, h)}
-    frozen = L * sum(i * o for i, o in shapes.values()) + h * cfg["vocab_size"]
-    lora = L * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
-    return 4 * frozen + 6 * lora + 12 * L * seq_len * q
-
-
 def peft_train_rate(ctx, res, steps):
     """transformers + peft training the same model, adapter, batch and precision as moin's bench_train case."""
     import torch
@@ -393,15 +381,6 @@ def peft_train_rate(ctx, res, steps):
     return statistics.median(rates), len(rates)
 
 
-def peak_tflops(name):
-    table = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
-             ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0)]
-    for key, v in table:
-        if key in name.upper():
-            return v
-    return 0.0
-
-
 def check_train_lora(ctx):
     steps = ctx.sizes(7, 12)
     case = ctx.sizes("cpu-lora", "cuda-lora")
@@ -409,8 +388,9 @@ def check_train_lora(ctx):
     if "skipped" in json.dumps(res):
         raise Skip(res)
     ref_rate, ref_steps = peft_train_rate(ctx, res, steps)
-    fpt = flops_per_token_lora(res["config"], res["lora"]["r"], res["lora"]["target_modules"], res["seq_len"])
-    peak = peak_tflops(res["device"]) * 1e12
+    # Same model, adapter and sequence on both sides: moin's FLOP count (perf.h) and peak serve the peer too.
+    fpt = res["flops_per_token"]
+    peak = res["peak_tflops"] * 1e12
     out = dict(status="pass", case=case, device=res["device"], seq_len=res["seq_len"], micro_batch=res["micro_batch"],
                params=res["params"], trainable=res["trainable"], moin_tokens_per_s=res["tokens_per_s"],
                moin_timed_steps=res["timed_steps"], peft_tokens_per_s=ref_rate, peft_timed_steps=ref_steps,
