@@ -1,7 +1,8 @@
 // Forward throughput of an 11M-parameter Llama on the CPU (or CUDA with --device cuda): tokens per
 // second for a few batch x sequence shapes, inference (no grad) and training (forward + backward), and
 // the peak resident memory of the process. Usage: bench_model_forward [--device cpu|cuda] [--dtype D]
-// [--threads N] [--iters N]
+// [--threads N] [--iters N] [--forward-only 1]. Inference runs under torch's inference mode, as
+// benchmarks/peer_forward.py runs transformers (which prints both side by side).
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -30,11 +31,13 @@ void sync(const torch::Device& d) {
 int main(int argc, char** argv) {
   std::string device_name = "cpu", dtype_name = "float32";
   int threads = 0, iters = 5;
+  bool forward_only = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
     else if (!std::strcmp(argv[i], "--dtype")) dtype_name = argv[i + 1];
     else if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--iters")) iters = std::stoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--forward-only")) forward_only = std::stoi(argv[i + 1]) != 0;
   }
   if (threads > 0) torch::set_num_threads(threads);
   const auto device = moin::parse_device(device_name);
@@ -52,6 +55,7 @@ int main(int argc, char** argv) {
 
   const std::pair<int, int> shapes[] = {{1, 128}, {8, 128}, {4, 512}, {16, 256}};
   for (const bool train : {false, true}) {
+    if (train && forward_only) break;
     if (train) model->train(); else model->eval();
     for (auto [B, T] : shapes) {
       auto tokens = torch::randint(0, cfg.vocab_size, {B, T}, torch::TensorOptions().dtype(torch::kInt64).device(device));
@@ -61,7 +65,7 @@ int main(int argc, char** argv) {
           loss.backward();
           model->zero_grad();
         } else {
-          torch::NoGradGuard g;
+          c10::InferenceMode g;
           model->forward(tokens);
         }
       };

@@ -102,7 +102,7 @@ echo "cpt: $(( $(date +%s) - T0 )) s"
 [ -f "$WORK/ppl.json" ] || "$MOIN" eval ppl --data "$DATA/corpus/valid.jsonl" --base "$WORK/base" \
   --partition "$WORK/part" --experts "$WORK/experts" --dense "$WORK/dense" --cpt "$WORK/cpt" \
   --prefix-tokens 32 --max-tokens 256 --json "$WORK/ppl.json" --markdown "$WORK/ppl.md" \
-  --set plots=false --quiet > /dev/null
+  --set plots=false --set oracle=true --quiet > /dev/null
 echo "eval: $(( $(date +%s) - T0 )) s"
 echo "total time: $(( $(date +%s) - T0 )) s"
 

@@ -58,6 +58,12 @@ bool ends_with(std::string_view s, std::string_view x) {
   return s.size() >= x.size() && s.substr(s.size() - x.size()) == x;
 }
 
+std::string shape_str(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 static std::string scaled(double v, const char* const* units, int n, double base, const char* fmt) {
   int i = 0;
   while (std::fabs(v) >= base && i + 1 < n) v /= base, ++i;

@@ -7,7 +7,8 @@
 
 namespace moin {
 
-std::vector<double> LlamaScorer::nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from) {
+std::vector<double> LlamaScorer::nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
+                                     const std::vector<int>& adapter) {
   std::vector<double> out(seqs.size(), 0.0);
   if (seqs.empty()) return out;
   auto& model = model_.model();
@@ -26,10 +27,13 @@ std::vector<double> LlamaScorer::nll(const std::vector<std::vector<int>>& seqs, 
     for (std::size_t t = static_cast<std::size_t>(std::max(1, from[static_cast<std::size_t>(i)])); t < s.size(); ++t)
       mask_a[i][static_cast<std::int64_t>(t)] = 1.0f;
   }
-  torch::NoGradGuard no_grad;
+  // The adapters first (a cache miss loads tensors that outlive this call), then inference mode: no
+  // autograd bookkeeping at all, as transformers' evaluation under torch.inference_mode.
+  auto adapters = model_.batch(adapter);
+  c10::InferenceMode inference;
   auto device = model->device();
   auto dev_tokens = tokens.to(device);
-  auto logits = model->forward(dev_tokens).to(torch::kFloat);           // [B, T, V]
+  auto logits = model->forward(dev_tokens, nullptr, adapters.get()).to(torch::kFloat);  // [B, T, V]
   auto logp = torch::log_softmax(logits.slice(1, 0, static_cast<std::int64_t>(T) - 1), -1);
   auto target = dev_tokens.slice(1, 1).unsqueeze(-1);                    // token t predicted at t - 1
   auto lp = logp.gather(-1, target).squeeze(-1);                        // [B, T - 1]

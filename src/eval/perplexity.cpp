@@ -112,31 +112,6 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
 
 namespace {
 
-// NLL of the listed documents under the scorer's current adapter, in batches.
-void score_docs(Scorer& s, const std::vector<EvalDoc>& docs, const std::vector<std::size_t>& which, int batch,
-                std::vector<double>& out, Progress* progress, const std::string& system) {
-  for (std::size_t b = 0; b < which.size(); b += static_cast<std::size_t>(batch)) {
-    std::size_t e = std::min(which.size(), b + static_cast<std::size_t>(batch));
-    std::vector<std::vector<int>> seqs;
-    std::vector<int> from;
-    for (std::size_t i = b; i < e; ++i) {
-      seqs.push_back(docs[which[i]].tokens);
-      from.push_back(docs[which[i]].from);
-    }
-    auto nll = s.nll(seqs, from);
-    require(nll.size() == seqs.size(), "scorer returned the wrong number of results");
-    for (std::size_t i = b; i < e; ++i) {
-      // A NaN would print as a perplexity ("-nan", "+0.0%") and pass for a result.
-      if (!std::isfinite(nll[i - b]))
-        throw std::runtime_error("eval ppl: " + system + " gives a non-finite loss (" + std::to_string(nll[i - b]) +
-                                 ") on document " + std::to_string(docs[which[i]].index) +
-                                 ": NaN or infinite weights in its model or adapter?");
-      out[which[i]] = nll[i - b];
-    }
-    if (progress) progress->add(static_cast<std::int64_t>(e - b));
-  }
-}
-
 void add(PplSystem& sys, const EvalDoc& d, double nll) {
   for (PplCell* c : {&sys.overall, &sys.per_cluster[d.routed], &sys.per_label[d.label]}) {
     c->nll += nll;
@@ -145,70 +120,157 @@ void add(PplSystem& sys, const EvalDoc& d, double nll) {
   }
 }
 
+void add(PplCell& c, const EvalDoc& d, double nll) {
+  c.nll += nll;
+  c.tokens += d.eval_tokens();
+  c.docs += 1;
+}
+
+// One (document, adapter) pair to score; -1 is the bare base.
+struct Job {
+  std::size_t doc;
+  int adapter;
+};
+
+// The adapters one document needs, with their NLLs once scored (a handful per document, the oracle's
+// sample aside).
+struct DocScores {
+  std::vector<std::pair<int, double>> by_adapter;
+  void need(int a) {
+    for (const auto& [x, v] : by_adapter)
+      if (x == a) return;
+    by_adapter.emplace_back(a, std::numeric_limits<double>::quiet_NaN());
+  }
+  double& at(int a) {
+    for (auto& [x, v] : by_adapter)
+      if (x == a) return v;
+    throw std::logic_error("eval ppl: adapter " + std::to_string(a) + " was not scored");
+  }
+};
+
 }  // namespace
 
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, int dense_adapter, Scorer* cpt,
-                              const PplOptions& opts) {
+                              const PplOptions& opts, const std::vector<std::string>& expert_status) {
   auto t0 = std::chrono::steady_clock::now();
   require(K > 0, "no experts to evaluate");
   const std::size_t n = docs.size();
   require(n > 0, "no documents to evaluate (all shorter than prefix_tokens + min_eval_tokens?)");
-  // Docs sorted by length within each group keep padding small; the order does not change any figure.
-  std::vector<std::size_t> all(n);
-  for (std::size_t i = 0; i < n; ++i) all[i] = i;
-  std::stable_sort(all.begin(), all.end(), [&](std::size_t a, std::size_t b) {
-    return docs[a].tokens.size() < docs[b].tokens.size();
-  });
+  std::vector<std::string> status = expert_status;
+  if (status.empty()) status.assign(static_cast<std::size_t>(K), "ok");
+  require(static_cast<int>(status.size()) == K, "eval ppl: one expert status per cluster expected");
+  std::vector<int> experts;  // the clusters that have an expert
+  for (int e = 0; e < K; ++e)
+    if (status[static_cast<std::size_t>(e)] == "ok") experts.push_back(e);
+  require(!experts.empty(), "eval ppl: none of the " + std::to_string(K) + " clusters has an expert");
+  auto has_expert = [&](int e) { return status[static_cast<std::size_t>(e)] == "ok"; };
+
   std::mt19937_64 rng(opts.seed);
   for (auto& d : docs) {
     require(d.routed >= 0 && d.routed < K, "a document was routed to a nonexistent expert");
-    d.random = static_cast<int>(rng() % static_cast<std::uint64_t>(K));
+    d.random = experts[static_cast<std::size_t>(rng() % static_cast<std::uint64_t>(experts.size()))];
+    d.oracle = -1;
+  }
+  // The oracle's documents: all, or a fixed uniform sample (its own generator, so the sample does not
+  // move the random system).
+  std::vector<char> in_oracle(n, 0);
+  std::int64_t n_oracle = 0;
+  if (opts.oracle) {
+    std::vector<std::size_t> order(n);
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;
+    if (opts.oracle_docs > 0 && static_cast<std::size_t>(opts.oracle_docs) < n) {
+      std::mt19937_64 sample_rng(opts.seed ^ 0x6F7261636C65ULL);
+      std::shuffle(order.begin(), order.end(), sample_rng);
+      order.resize(static_cast<std::size_t>(opts.oracle_docs));
+    }
+    for (auto i : order) in_oracle[i] = 1;
+    n_oracle = static_cast<std::int64_t>(order.size());
+    spdlog::info("eval ppl: oracle on {} of {} documents x {} experts = {} forward passes", n_oracle, n,
+                 experts.size(), n_oracle * static_cast<std::int64_t>(experts.size()));
   }
 
-  std::int64_t passes = static_cast<std::int64_t>(n) * (1 + (cpt ? 1 : 0) + (dense_adapter >= 0 ? 1 : 0) +
-                                                        (opts.oracle ? K : 1 + (opts.random ? 1 : 0)));
-  Progress progress("eval ppl", passes, "docs");
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  std::vector<double> nll_base(n, nan), nll_cpt(n, nan), nll_dense(n, nan);
-  std::vector<std::vector<double>> nll_exp(static_cast<std::size_t>(K), std::vector<double>(n, nan));
+  // Every (document, adapter) pair a system needs, each once.
+  std::vector<DocScores> scores(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& sc = scores[i];
+    sc.need(-1);
+    if (has_expert(docs[i].routed)) sc.need(docs[i].routed);
+    if (opts.random) sc.need(docs[i].random);
+    if (dense_adapter >= 0) sc.need(dense_adapter);
+    if (in_oracle[i])
+      for (int e : experts) sc.need(e);
+  }
+  std::vector<Job> jobs;
+  for (std::size_t i = 0; i < n; ++i)
+    for (const auto& [a, v] : scores[i].by_adapter) jobs.push_back({i, a});
+  // By adapter (each loaded once, most batches on one adapter: the fast path), then by length (little
+  // padding); batches are cut regardless of adapter, so small clusters share batches.
+  std::stable_sort(jobs.begin(), jobs.end(), [&](const Job& x, const Job& y) {
+    if (x.adapter != y.adapter) return x.adapter < y.adapter;
+    return docs[x.doc].tokens.size() < docs[y.doc].tokens.size();
+  });
 
+  std::int64_t cpt_passes = cpt ? static_cast<std::int64_t>(n) : 0;
+  Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size()) + cpt_passes, "docs");
   struct Pass {
     std::int64_t tokens = 0;
     double seconds = 0.0;
   };
   std::map<std::string, Pass> passes_timed;
-  auto since = [](std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  auto pass_of = [&](int a) -> const char* { return a < 0 ? "base" : a == dense_adapter ? "dense" : "experts"; };
+  auto describe = [&](int a) {
+    return a < 0 ? std::string("the base model")
+                 : a == dense_adapter ? std::string("the dense LoRA") : "expert " + std::to_string(a);
   };
-  // Times one pass over `which` (tokens = every position forwarded, padding excluded).
-  auto timed = [&](const char* pass, Scorer& s, const std::vector<std::size_t>& which, std::vector<double>& out,
-                   const std::string& what) {
+  // Scores jobs [b, e) of `list` with `s` in one call; time is shared among the batch's passes by tokens.
+  auto score_batch = [&](Scorer& s, const std::vector<Job>& list, std::size_t b, std::size_t e, bool is_cpt) {
+    std::vector<std::vector<int>> seqs;
+    std::vector<int> from, adapter;
+    std::int64_t batch_tokens = 0;
+    for (std::size_t j = b; j < e; ++j) {
+      const auto& d = docs[list[j].doc];
+      seqs.push_back(d.tokens);
+      from.push_back(d.from);
+      adapter.push_back(list[j].adapter);
+      batch_tokens += static_cast<std::int64_t>(d.tokens.size());
+    }
     auto t = std::chrono::steady_clock::now();
-    score_docs(s, docs, which, opts.batch_size, out, &progress, what);
-    auto& p = passes_timed[pass];
-    p.seconds += since(t);
-    for (std::size_t i : which) p.tokens += static_cast<std::int64_t>(docs[i].tokens.size());
+    auto nll = s.nll(seqs, from, adapter);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    require(nll.size() == seqs.size(), "scorer returned the wrong number of results");
+    for (std::size_t j = b; j < e; ++j) {
+      const auto& job = list[j];
+      const double v = nll[j - b];
+      // A NaN would print as a perplexity ("-nan", "+0.0%") and pass for a result.
+      if (!std::isfinite(v))
+        throw std::runtime_error("eval ppl: " +
+                                 (is_cpt ? std::string("the continued-pre-training model") : describe(job.adapter)) +
+                                 " gives a non-finite loss (" + std::to_string(v) + ") on document " +
+                                 std::to_string(docs[job.doc].index) +
+                                 ": NaN or infinite weights in its model or adapter?");
+      if (!is_cpt) scores[job.doc].at(job.adapter) = v;
+      auto& p = passes_timed[is_cpt ? "cpt" : pass_of(job.adapter)];
+      const auto tok = static_cast<std::int64_t>(docs[job.doc].tokens.size());
+      p.tokens += tok;
+      p.seconds += dt * static_cast<double>(tok) / static_cast<double>(std::max<std::int64_t>(batch_tokens, 1));
+    }
+    progress.add(static_cast<std::int64_t>(e - b));
+    return nll;
   };
-  base.use(-1);
-  timed("base", base, all, nll_base, "the base model");
-  for (int e = 0; e < K; ++e) {
-    std::vector<std::size_t> need;
-    for (std::size_t i : all)
-      if (opts.oracle || docs[i].routed == e || (opts.random && docs[i].random == e)) need.push_back(i);
-    if (need.empty()) continue;
-    auto t = std::chrono::steady_clock::now();
-    base.use(e);
-    passes_timed["experts"].seconds += since(t);  // the adapter switch counts: routing pays it
-    timed("experts", base, need, nll_exp[static_cast<std::size_t>(e)], "expert " + std::to_string(e));
-  }
-  if (dense_adapter >= 0) {
-    base.use(dense_adapter);
-    timed("dense", base, all, nll_dense, "the dense LoRA");
-  }
-  base.use(-1);
+  const auto batch = static_cast<std::size_t>(opts.batch_size);
+  for (std::size_t b = 0; b < jobs.size(); b += batch) score_batch(base, jobs, b, std::min(jobs.size(), b + batch), false);
+  std::vector<double> nll_cpt(n, std::numeric_limits<double>::quiet_NaN());
   if (cpt) {
-    cpt->use(-1);
-    timed("cpt", *cpt, all, nll_cpt, "the continued-pre-training model");
+    std::vector<Job> cpt_jobs;
+    for (std::size_t i = 0; i < n; ++i) cpt_jobs.push_back({i, -1});
+    std::stable_sort(cpt_jobs.begin(), cpt_jobs.end(), [&](const Job& x, const Job& y) {
+      return docs[x.doc].tokens.size() < docs[y.doc].tokens.size();
+    });
+    for (std::size_t b = 0; b < n; b += batch) {
+      const std::size_t e = std::min(n, b + batch);
+      auto v = score_batch(*cpt, cpt_jobs, b, e, true);
+      for (std::size_t j = b; j < e; ++j) nll_cpt[cpt_jobs[j].doc] = v[j - b];
+    }
   }
   progress.finish();
 
@@ -216,22 +278,32 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   r.docs = static_cast<std::int64_t>(n);
   r.prefix_tokens = opts.prefix_tokens;
   r.num_experts = K;
+  r.expert_status = status;
+  r.oracle_docs = n_oracle;
   PplSystem s_base{"base"}, s_cpt{"continued pre-training"}, s_dense{"dense LoRA"}, s_moin{"MoIN (routed)"},
       s_random{"random expert"}, s_oracle{"oracle expert"};
   for (std::size_t i = 0; i < n; ++i) {
     auto& d = docs[i];
-    if (opts.oracle) {
-      int best = 0;
-      for (int e = 1; e < K; ++e)
-        if (nll_exp[e][i] < nll_exp[best][i]) best = e;
+    auto& sc = scores[i];
+    const double nb = sc.at(-1);
+    if (in_oracle[i]) {
+      int best = experts.front();
+      for (int e : experts)
+        if (sc.at(e) < sc.at(best)) best = e;
       d.oracle = best;
-      add(s_oracle, d, nll_exp[best][i]);
+      add(s_oracle, d, sc.at(best));
+      add(s_oracle.base_same_docs, d, nb);
     }
-    add(s_base, d, nll_base[i]);
+    add(s_base, d, nb);
     if (cpt) add(s_cpt, d, nll_cpt[i]);
-    if (dense_adapter >= 0) add(s_dense, d, nll_dense[i]);
-    add(s_moin, d, nll_exp[d.routed][i]);
-    if (opts.random) add(s_random, d, nll_exp[d.random][i]);
+    if (dense_adapter >= 0) add(s_dense, d, sc.at(dense_adapter));
+    if (has_expert(d.routed)) {
+      add(s_moin, d, sc.at(d.routed));
+    } else {
+      add(s_moin, d, nb);
+      add(r.routed_without_expert, d, nb);
+    }
+    if (opts.random) add(s_random, d, sc.at(d.random));
     r.index.push_back(d.index);
     r.routed.push_back(d.routed);
     r.oracle.push_back(d.oracle);
@@ -242,7 +314,10 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   if (dense_adapter >= 0) r.systems.push_back(s_dense);
   r.systems.push_back(s_moin);
   if (opts.random) r.systems.push_back(s_random);
-  if (opts.oracle) r.systems.push_back(s_oracle);
+  if (opts.oracle) {
+    if (n_oracle < r.docs) s_oracle.name += " (sample of " + std::to_string(n_oracle) + " docs)";
+    r.systems.push_back(s_oracle);
+  }
   r.throughput = nlohmann::json::object();
   for (const auto& [name, p] : passes_timed)
     r.throughput[name] = {{"tokens", p.tokens}, {"seconds", p.seconds},
@@ -286,6 +361,13 @@ nlohmann::json PplReport::to_json() const {
     j["systems"].push_back(js);
   }
   j["documents"] = {{"index", index}, {"routed", routed}, {"oracle", oracle}, {"label", labels}};
+  j["oracle_docs"] = oracle_docs;
+  // Clusters without an expert, by reason, and the documents routed to them (scored by the base model).
+  nlohmann::json missing = nlohmann::json::object();
+  for (std::size_t e = 0; e < expert_status.size(); ++e)
+    if (expert_status[e] != "ok") missing[std::to_string(e)] = expert_status[e];
+  j["clusters_without_expert"] = missing;
+  j["routed_without_expert"] = cell_json(routed_without_expert);
   if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
   if (!throughput.is_null()) j["throughput"] = throughput;
   if (!ingest.is_null()) j["ingest"] = ingest;
@@ -299,33 +381,62 @@ std::string PplReport::markdown() const {
     << " tokens, perplexity on the rest; " << num_experts << " experts; token-weighted)\n\n";
   o << "| system | tokens | NLL/token | perplexity | vs base |\n| --- | ---: | ---: | ---: | ---: |\n";
   for (const auto& s : systems) {
-    double rel = b && b->overall.ppl() > 0 ? 100.0 * (s.overall.ppl() / b->overall.ppl() - 1.0) : 0.0;
+    // A system scored on a sample (the oracle) is compared with the base on the same documents.
+    const PplCell& ref = s.base_same_docs.docs > 0 ? s.base_same_docs : (b ? b->overall : s.overall);
+    double rel = ref.ppl() > 0 ? 100.0 * (s.overall.ppl() / ref.ppl() - 1.0) : 0.0;
     o << "| " << s.name << " | " << s.overall.tokens << " | " << fmt(s.overall.nll_per_token(), 4) << " | "
       << fmt(s.overall.ppl()) << " | " << (s.name == "base" ? std::string("") : (rel >= 0 ? "+" : "") + fmt(rel, 1) + "%")
       << " |\n";
   }
-  auto table = [&](const char* what, auto key_of, const auto& keys) {
+  if (routed_without_expert.docs > 0) {
+    std::int64_t clusters = 0;
+    for (const auto& st : expert_status) clusters += st != "ok";
+    o << "\n" << routed_without_expert.docs << " documents (" << routed_without_expert.tokens
+      << " tokens) were routed to clusters without an expert (" << clusters
+      << " of " << num_experts << " clusters: too small to train, or unfinished); MoIN scores them with the base "
+      << "model (perplexity " << fmt(routed_without_expert.ppl()) << ").\n";
+  }
+  // key_of(system, key) -> the cell, or null where the system has none (the oracle's sample).
+  auto table = [&](const char* what, auto key_of, const auto& keys, auto row_name) {
     o << "\nPerplexity per " << what << "\n\n| " << what << " | docs | tokens |";
     for (const auto& s : systems) o << " " << s.name << " |";
     o << "\n| --- | ---: | ---: |";
     for (std::size_t i = 0; i < systems.size(); ++i) o << " ---: |";
     o << "\n";
     for (const auto& k : keys) {
-      const PplCell& first = key_of(systems[0], k);
-      o << "| " << k << " | " << first.docs << " | " << first.tokens << " |";
-      for (const auto& s : systems) o << " " << fmt(key_of(s, k).ppl()) << " |";
+      const PplCell* first = key_of(systems[0], k);
+      o << "| " << row_name(k) << " | " << first->docs << " | " << first->tokens << " |";
+      for (const auto& s : systems) {
+        const PplCell* c = key_of(s, k);
+        o << " " << (c ? fmt(c->ppl()) : std::string("-")) << " |";
+      }
       o << "\n";
     }
   };
   if (!systems.empty()) {
     std::vector<int> clusters;
     for (const auto& [k, c] : systems[0].per_cluster) clusters.push_back(k);
-    table("cluster", [](const PplSystem& s, int k) -> const PplCell& { return s.per_cluster.at(k); }, clusters);
+    table(
+        "cluster",
+        [](const PplSystem& s, int k) -> const PplCell* {
+          auto it = s.per_cluster.find(k);
+          return it == s.per_cluster.end() ? nullptr : &it->second;
+        },
+        clusters,
+        [&](int k) {
+          const bool none = k < static_cast<int>(expert_status.size()) && expert_status[static_cast<std::size_t>(k)] != "ok";
+          return std::to_string(k) + (none ? " (no expert)" : "");
+        });
     std::vector<std::string> labs;
     for (const auto& [k, c] : systems[0].per_label) labs.push_back(k);
     if (!(labs.size() == 1 && labs[0].empty()))
-      table("label", [](const PplSystem& s, const std::string& k) -> const PplCell& { return s.per_label.at(k); },
-            labs);
+      table(
+          "label",
+          [](const PplSystem& s, const std::string& k) -> const PplCell* {
+            auto it = s.per_label.find(k);
+            return it == s.per_label.end() ? nullptr : &it->second;
+          },
+          labs, [](const std::string& k) { return k; });
   }
   return o.str();
 }

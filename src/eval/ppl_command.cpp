@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "moin/core/fs.h"
@@ -59,7 +60,31 @@ PplReport run_eval_ppl(const PplOptions& opts) {
 
   auto dtype = parse_dtype(opts.dtype);
   auto device = parse_device(opts.device);
-  auto dirs = expert_adapter_dirs(opts.experts, K);
+  // Clusters without an expert route to the base; a missing or unfinished one is a failed job, reported.
+  std::vector<std::string> dirs, status;
+  std::map<std::string, std::vector<int>> without;
+  for (const auto& f : find_experts(opts.experts, K)) {
+    dirs.push_back(f.dir);
+    status.push_back(f.status);
+    if (!f.ok()) without[f.status].push_back(static_cast<int>(dirs.size()) - 1);
+  }
+  auto listed = [](const std::vector<int>& v) {
+    std::string s;
+    for (std::size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return v.size() > 20 ? s + ", ... (" + std::to_string(v.size()) + " in all)" : s;
+  };
+  for (const char* failed : {"unfinished", "missing"}) {
+    auto it = without.find(failed);
+    if (it == without.end()) continue;
+    const std::string msg = std::to_string(it->second.size()) + " experts are " + failed + " in " + opts.experts +
+                            " (clusters " + listed(it->second) + ")";
+    require(!opts.require_all_experts, "eval ppl: " + msg + "; without --require-all-experts their documents "
+                                       "would be scored with the base model");
+    spdlog::warn("eval ppl: {}: their documents are scored with the base model", msg);
+  }
+  if (without.count("too_small"))
+    spdlog::info("eval ppl: {} clusters have no expert (too few training tokens): their documents are scored with "
+                 "the base model", without["too_small"].size());
   int dense_index = -1;
   if (!opts.dense.empty()) {
     require(stdfs::exists(stdfs::path(opts.dense) / "adapter_config.json"),
@@ -78,7 +103,7 @@ PplReport run_eval_ppl(const PplOptions& opts) {
     cpt_scorer = std::make_unique<LlamaScorer>(*cpt_model);
   }
 
-  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts);
+  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts, status);
   r.skipped_short = skipped;
   r.ingest = ingest.to_json();
   const auto& cs = base.cache_stats();

@@ -11,6 +11,7 @@
 #include <c10/core/DefaultDtype.h>
 
 #include "moin/core/error.h"
+#include "moin/core/strings.h"
 #include "moin/core/fs.h"
 #include "moin/model/safetensors.h"
 #include "moin/model/safetensors_torch.h"
@@ -29,14 +30,6 @@ struct DefaultDtypeGuard {
   }
   ~DefaultDtypeGuard() { c10::set_default_dtype(saved); }
 };
-
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-std::string shape_str(const std::vector<std::int64_t>& s) { return shape_str(at::IntArrayRef(s)); }
 
 }  // namespace
 
@@ -111,7 +104,7 @@ void load_llama_weights(LlamaForCausalLM& model, const std::string& path) {
       auto& param = it->second;
       if (at::IntArrayRef(info.shape) != param.sizes())
         throw UserError(file_path + ": tensor " + info.name + " has shape " + shape_str(info.shape) +
-                        ", config.json implies " + shape_str(param.sizes()));
+                        ", config.json implies " + shape_str(param.sizes().vec()));
       if (!seen.insert(info.name).second) throw UserError(file_path + ": tensor " + info.name + " appears twice");
       switch (info.dtype) {
         case st::DType::F32: case st::DType::F16: case st::DType::BF16: case st::DType::F64: break;

@@ -9,12 +9,7 @@
 #include "moin/core/error.h"
 #include "moin/data/tokenizer.h"
 #include "moin/model/checkpoint.h"
-#if __has_include("moin/model/lora.h")
-#include "moin/model/lora.h"
-#define MOIN_HAVE_LORA 1
-#else
-#define MOIN_HAVE_LORA 0
-#endif
+#include "moin/model/adapter_set.h"
 
 namespace moin {
 
@@ -54,7 +49,8 @@ std::int64_t sample_token(const torch::Tensor& logits, const GenerateOptions& op
 }
 
 std::vector<std::int64_t> generate(LlamaForCausalLM& model, const std::vector<std::int64_t>& prompt,
-                                   const GenerateOptions& opts, const std::function<void(std::int64_t)>& on_token) {
+                                   const GenerateOptions& opts, const std::function<void(std::int64_t)>& on_token,
+                                   const LoraRouting* lora) {
   opts.validate();
   require(!prompt.empty(), "generate: the prompt must hold at least one token (BOS)");
   const auto& cfg = model->config;
@@ -73,7 +69,7 @@ std::vector<std::int64_t> generate(LlamaForCausalLM& model, const std::vector<st
   KVCache cache;
   // The logits of the last position only: the head is the largest matmul for long prompts.
   auto last_logits = [&](const std::vector<std::int64_t>& ids, KVCache* c) {
-    auto h = model->final_hidden(as_tensor(ids), c);
+    auto h = model->final_hidden(as_tensor(ids), c, lora);
     return model->head(h.narrow(1, h.size(1) - 1, 1))[0][0];
   };
   torch::Tensor logits = last_logits(seq, opts.use_cache ? &cache : nullptr);
@@ -91,12 +87,12 @@ std::vector<std::int64_t> generate(LlamaForCausalLM& model, const std::vector<st
 }
 
 std::string generate_text(LlamaForCausalLM& model, const Tokenizer& tokenizer, const std::string& prompt,
-                          const GenerateOptions& opts) {
+                          const GenerateOptions& opts, const LoraRouting* lora) {
   std::vector<std::int64_t> ids;
   if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
   for (int t : tokenizer.encode(prompt)) ids.push_back(t);
   require(!ids.empty(), "generate: the tokenizer has no BOS token and the prompt is empty");
-  auto out = generate(model, ids, opts);
+  auto out = generate(model, ids, opts, nullptr, lora);
   // Decoded together with the prompt, then the prompt's text removed: SentencePiece drops the leading
   // space of the first piece it decodes, which would glue the continuation to the prompt.
   std::vector<int> prompt_ids, all_ids;
@@ -135,16 +131,10 @@ std::string run_generate(const GenerateRunOptions& opts) {
   require(tokenizer.vocab_size() <= model->config.vocab_size,
           "generate: the tokenizer " + tok_path + " has " + std::to_string(tokenizer.vocab_size()) +
               " tokens, more than the model's vocabulary (" + std::to_string(model->config.vocab_size) + ")");
-  if (!opts.adapter.empty()) {
-    // LoRA hook: the adapter's A and B are pointed into the model's Linear slots (model/lora.h).
-#if MOIN_HAVE_LORA
-    auto base = model->linears();
-    LoraAdapter::load(opts.adapter, base).attach(base);
-#else
-    throw UserError("generate: --adapter needs LoRA support (model/lora.h), which this build lacks");
-#endif
-  }
-  return generate_text(model, tokenizer, opts.prompt, opts.generation);
+  AdapterSet adapters(model->linears());
+  LoraRouting lora;
+  if (!opts.adapter.empty()) lora = LoraRouting::all(adapters, adapters.add(LoraAdapter::load(opts.adapter, model->linears())));
+  return generate_text(model, tokenizer, opts.prompt, opts.generation, &lora);
 }
 
 }  // namespace moin

@@ -4,7 +4,7 @@
 #include "moin/core/error.h"
 #include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
-#include "moin/model/lora.h"
+#include "moin/model/adapter_set.h"
 #include "moin/model/safetensors_torch.h"
 
 namespace moin {
@@ -26,12 +26,13 @@ void dump_logits(const LogitsDumpOptions& opts) {
             "logits: token " + std::to_string(t) + " outside the vocabulary of " + opts.model);
   model->set_requires_grad(false);  // only the adapter's gradients are asked for
   LoraAdapter adapter;
+  AdapterSet adapters(model->linears());
+  LoraRouting lora;
   if (!opts.adapter.empty()) {
-    auto base = model->linears();
     LoraPlacement where;
     where.trainable = opts.adapter_grads;
-    adapter = LoraAdapter::load(opts.adapter, base, where);  // on the model's device and dtype
-    adapter.attach(base);
+    adapter = LoraAdapter::load(opts.adapter, model->linears(), where);  // on the model's device and dtype
+    lora = LoraRouting::all(adapters, adapters.add(adapter));
   }
   auto ids = torch::tensor(opts.tokens, torch::kInt64).view({1, -1}).to(model->device());
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -40,7 +41,7 @@ void dump_logits(const LogitsDumpOptions& opts) {
     torch::Tensor logits;
     {
       AutocastBf16 ac(model->device(), opts.autocast_bf16);
-      logits = model->forward(ids);
+      logits = model->forward(ids, nullptr, &lora);
     }
     auto loss = cross_entropy(logits.narrow(1, 0, T - 1), ids.narrow(1, 1, T - 1));
     loss.backward();
@@ -55,7 +56,7 @@ void dump_logits(const LogitsDumpOptions& opts) {
   } else {
     torch::NoGradGuard no_grad;
     AutocastBf16 ac(model->device(), opts.autocast_bf16);
-    out.emplace_back("logits", model->forward(ids).to(torch::kCPU, torch::kFloat32));
+    out.emplace_back("logits", model->forward(ids, nullptr, &lora).to(torch::kCPU, torch::kFloat32));
     if (opts.hidden_layer != -1000)
       out.emplace_back("hidden_states", model->hidden_states(ids, opts.hidden_layer).to(torch::kCPU, torch::kFloat32));
   }

@@ -98,17 +98,17 @@ static torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t n_rep) {
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                          torch::Tensor* cache_k, torch::Tensor* cache_v) {
+                                          torch::Tensor* cache_k, torch::Tensor* cache_v, const LoraRouting* lora) {
   const auto B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_heads, head_dim});
-  auto k = k_proj(x).view({B, T, n_kv_heads, head_dim});
+  auto q = q_proj(x, lora).view({B, T, n_heads, head_dim});
+  auto k = k_proj(x, lora).view({B, T, n_kv_heads, head_dim});
   if (q_norm) {
     q = q_norm(q);
     k = k_norm(k);
   }
   q = q.transpose(1, 2);  // [B, H, T, hd]
   k = k.transpose(1, 2);
-  auto v = v_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
+  auto v = v_proj(x, lora).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
 
@@ -142,7 +142,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
                     .tril(past);
     out = at::scaled_dot_product_attention(q, k, v, mask);
   }
-  return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+  return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}), lora);
 }
 
 // ---- SwiGLU MLP ----
@@ -153,8 +153,8 @@ LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) {
   down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
 }
 
-torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, const LoraRouting* lora) {
+  return down_proj(F::silu(gate_proj(x, lora)) * up_proj(x, lora), lora);
 }
 
 // ---- one decoder layer: pre-norm attention and MLP, each added to the residual stream ----
@@ -167,9 +167,9 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
-                                             torch::Tensor* cache_k, torch::Tensor* cache_v) {
-  auto x = h + self_attn(input_layernorm(h), cos, sin, cache_k, cache_v);
-  return x + mlp(post_attention_layernorm(x));
+                                             torch::Tensor* cache_k, torch::Tensor* cache_v, const LoraRouting* lora) {
+  auto x = h + self_attn(input_layernorm(h), cos, sin, cache_k, cache_v, lora);
+  return x + mlp(post_attention_layernorm(x), lora);
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
@@ -185,6 +185,8 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config(c) {
   config.validate();
   model = register_module("model", LlamaModel(c));
   if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size));
+  std::int64_t slot = 0;
+  for (auto& [name, lin] : linears()) lin->lora_slot = slot++;
 }
 
 static void check_tokens(const torch::Tensor& tokens, const LlamaConfig& c) {
@@ -194,7 +196,7 @@ static void check_tokens(const torch::Tensor& tokens, const LlamaConfig& c) {
   (void)c;
 }
 
-torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& tokens, KVCache* cache) {
+torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& tokens, KVCache* cache, const LoraRouting* lora) {
   check_tokens(tokens, config);
   const auto T = tokens.size(1);
   const std::int64_t past = cache ? cache->length() : 0;
@@ -208,7 +210,7 @@ torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& tokens, KV
   auto h = model->embed_tokens(tokens);
   for (std::int64_t i = 0; i < L; ++i) {
     auto layer = model->layers->ptr<LlamaDecoderLayerImpl>(i);
-    h = layer->forward(h, cos, sin, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr);
+    h = layer->forward(h, cos, sin, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr, lora);
   }
   return model->norm(h);
 }
@@ -217,8 +219,8 @@ torch::Tensor LlamaForCausalLMImpl::head(const torch::Tensor& hidden) {
   return lm_head ? lm_head(hidden) : F::linear(hidden, model->embed_tokens->weight);
 }
 
-torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
-  return head(final_hidden(tokens, cache));
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& tokens, KVCache* cache, const LoraRouting* lora) {
+  return head(final_hidden(tokens, cache, lora));
 }
 
 torch::Tensor LlamaForCausalLMImpl::hidden_states(const torch::Tensor& tokens, std::int64_t layer) {

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "moin/core/error.h"
+#include "moin/core/strings.h"
 #include "moin/core/fs.h"
 #include "moin/model/safetensors.h"
 #include "moin/model/safetensors_torch.h"
@@ -28,10 +29,6 @@ constexpr const char* kWeightsFile = "adapter_model.safetensors";
 constexpr const char* kPrefix = "base_model.model.";
 constexpr const char* kSuffixA = ".lora_A.weight";
 constexpr const char* kSuffixB = ".lora_B.weight";  // as long as kSuffixA
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 // PEFT's rule: a target names a module when it equals the module's name or is a dotted suffix of it.
 bool targets(const std::string& module, const std::vector<std::string>& target_modules) {
@@ -69,18 +66,6 @@ std::unordered_map<std::string, LinearImpl*> index_of(const NamedLinears& base) 
   return m;
 }
 
-std::string shape_str(c10::IntArrayRef s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
-
 bool is_float(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kFloat64 || t == torch::kFloat16 || t == torch::kBFloat16;
 }
@@ -95,7 +80,7 @@ void check_targets_match(const std::vector<std::string>& target_modules, const N
       std::set<std::string> valid;
       for (const auto& [name, lin] : base) valid.insert(name.substr(name.rfind('.') + 1));
       throw UserError(where + "target module '" + t + "' matches no projection of the base model (it has: " +
-                      join({valid.begin(), valid.end()}) + ")");
+                      join({valid.begin(), valid.end()}, ", ") + ")");
     }
   }
 }
@@ -311,7 +296,7 @@ LoraAdapter LoraAdapter::load(const std::string& dir, const NamedLinears& base, 
     }
     if (!targets(module, a.opts_.target_modules))
       throw fail("is for " + module + ", which target_modules in " + kConfigFile + " does not list (" +
-                 join(a.opts_.target_modules) + ")");
+                 join(a.opts_.target_modules, ", ") + ")");
     if (!is_float(st::scalar_type(t.dtype)))
       throw fail(std::string("has dtype ") + st::dtype_name(t.dtype) + " (expected a floating-point type)");
     const auto& L = *lin->second;
@@ -421,42 +406,6 @@ void LoraAdapter::to(torch::Device device, std::optional<torch::ScalarType> dtyp
   }
 }
 
-void LoraAdapter::attach(const NamedLinears& base) const {
-  const auto by_name = index_of(base);
-  const double s = scaling();
-  // Check everything before touching any Linear, so a failure leaves the model as it was.
-  for (const auto& m : modules_) {
-    auto it = by_name.find(m.name);
-    if (it == by_name.end()) throw UserError("lora attach: the model has no module " + m.name);
-    const auto& L = *it->second;
-    if (m.A.size(1) != L.in_features || m.B.size(0) != L.out_features)
-      throw UserError("lora attach: " + m.name + " is " + shape_str(L.weight.sizes()) + " in the model but the adapter is " +
-                      shape_str(m.B.sizes()) + " x " + shape_str(m.A.sizes()));
-    if (m.A.device() != L.weight.device() || m.A.scalar_type() != L.weight.scalar_type())
-      throw UserError("lora attach: " + m.name + ": the adapter is " + std::string(c10::toString(m.A.scalar_type())) +
-                      " on " + m.A.device().str() + ", the model " + std::string(c10::toString(L.weight.scalar_type())) +
-                      " on " + L.weight.device().str() + " (move one with to())");
-  }
-  if (merged_) throw UserError("lora attach: the adapter is merged into the weights; unmerge it first");
-  for (const auto& m : modules_) {
-    auto& L = *by_name.at(m.name);
-    L.lora_A = m.A;
-    L.lora_B = m.B;
-    L.lora_scaling = s;
-    L.lora_dropout = opts_.dropout;
-  }
-}
-
-void LoraAdapter::detach(const NamedLinears& base) {
-  for (const auto& [name, lin] : base) {
-    auto& L = *lin.ptr();
-    L.lora_A = torch::Tensor();
-    L.lora_B = torch::Tensor();
-    L.lora_scaling = 0.0;
-    L.lora_dropout = 0.0;
-  }
-}
-
 namespace {
 // W += sign * s * B A, in float32 (float64 for double weights) so bf16 weights lose no more than one rounding.
 void fold(const LoraAdapter& a, const NamedLinears& base, double sign) {
@@ -467,8 +416,8 @@ void fold(const LoraAdapter& a, const NamedLinears& base, double sign) {
     if (it == by_name.end()) throw UserError("lora merge: the model has no module " + m.name);
     auto& W = it->second->weight;
     if (W.size(0) != m.B.size(0) || W.size(1) != m.A.size(1))
-      throw UserError("lora merge: " + m.name + " is " + shape_str(W.sizes()) + " in the model but the adapter is " +
-                      shape_str(m.B.sizes()) + " x " + shape_str(m.A.sizes()));
+      throw UserError("lora merge: " + m.name + " is " + shape_str(W.sizes().vec()) + " in the model but the adapter is " +
+                      shape_str(m.B.sizes().vec()) + " x " + shape_str(m.A.sizes().vec()));
     const auto acc = W.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     auto delta = torch::matmul(m.B.to(W.device(), acc), m.A.to(W.device(), acc)).mul_(sign * a.scaling());
     if (W.scalar_type() == acc) {
@@ -482,17 +431,6 @@ void fold(const LoraAdapter& a, const NamedLinears& base, double sign) {
 
 void LoraAdapter::merge(const NamedLinears& base) {
   if (merged_) throw UserError("lora merge: the adapter is already merged");
-  // A Linear still pointing at this adapter would add it a second time.
-  const auto by_name = index_of(base);
-  for (const auto& m : modules_) {
-    auto it = by_name.find(m.name);
-    if (it != by_name.end() && it->second->lora_A.defined() &&
-        it->second->lora_A.unsafeGetTensorImpl() == m.A.unsafeGetTensorImpl()) {
-      auto& L = *it->second;
-      L.lora_A = L.lora_B = torch::Tensor();
-      L.lora_scaling = L.lora_dropout = 0.0;
-    }
-  }
   fold(*this, base, +1.0);
   merged_ = true;
 }

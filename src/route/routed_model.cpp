@@ -4,8 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <map>
 
-#include "moin/model/lora.h"
+#include "moin/model/adapter_set.h"
+#include "moin/core/fs.h"
 
 namespace moin {
 
@@ -25,34 +27,51 @@ RoutedModel::RoutedModel(LlamaForCausalLM base, std::vector<std::string> adapter
 
 RoutedModel::~RoutedModel() = default;
 
-void RoutedModel::activate(int adapter) {
-  require(adapter >= -1 && adapter < num_adapters(), "no adapter " + std::to_string(adapter));
-  if (adapter == active_) return;
-  auto linears = base_->linears();
-  LoraAdapter::detach(linears);
-  active_ = -1;
-  if (adapter >= 0) {
-    cache_.get(adapter)->attach(linears);
-    active_ = adapter;
+AdapterBatch RoutedModel::batch(const std::vector<int>& per_row) {
+  AdapterBatch b;
+  b.set = std::make_shared<AdapterSet>(base_->linears());
+  std::map<int, int> index;  // adapter -> its index in this batch's set
+  std::vector<int> rows;
+  rows.reserve(per_row.size());
+  for (int a : per_row) {
+    require(a >= -1 && a < num_adapters(), "no adapter " + std::to_string(a) + " (there are " +
+                                               std::to_string(num_adapters()) + ")");
+    if (a >= 0 && dirs_[static_cast<std::size_t>(a)].empty()) a = -1;  // a cluster without an expert: the base
+    if (a >= 0 && !index.count(a)) index[a] = b.set->add(cache_.get(a));
+    rows.push_back(a >= 0 ? index[a] : -1);
   }
+  if (!index.empty()) b.routing = LoraRouting::rows(*b.set, rows, base_->device());
+  return b;
+}
+
+std::vector<ExpertFolder> find_experts(const std::string& experts_dir, int k) {
+  std::vector<ExpertFolder> out;
+  for (int i = 0; i < k; ++i) {
+    const auto p = stdfs::path(experts_dir) / std::to_string(i);
+    ExpertFolder f;
+    if (stdfs::exists(p / "adapter_config.json")) {
+      f.dir = p.string();
+      f.status = "ok";
+    } else if (stdfs::exists(p / "summary.json") &&
+               fs::read_json((p / "summary.json").string()).value("status", std::string()) == "too_small") {
+      f.status = "too_small";
+    } else {
+      f.status = stdfs::exists(p) ? "unfinished" : "missing";
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k) {
   std::vector<std::string> out;
-  for (int i = 0; i < k; ++i) {
-    std::string found;
-    for (const std::string& name : {std::to_string(i), "expert_" + std::to_string(i), "expert-" + std::to_string(i),
-                                    "cluster_" + std::to_string(i)}) {
-      auto p = stdfs::path(experts_dir) / name;
-      if (stdfs::exists(p / "adapter_config.json")) {
-        found = p.string();
-        break;
-      }
-    }
-    require(!found.empty(), "experts: no adapter for expert " + std::to_string(i) + " in " + experts_dir + " (" +
-                                (stdfs::path(experts_dir) / std::to_string(i) / "adapter_config.json").string() +
-                                " is missing)");
-    out.push_back(found);
+  int i = 0;
+  for (const auto& f : find_experts(experts_dir, k)) {
+    require(f.ok(), "experts: no adapter for expert " + std::to_string(i) + " in " + experts_dir + " (" +
+                        (stdfs::path(experts_dir) / std::to_string(i) / "adapter_config.json").string() +
+                        " is missing: " + f.status + ")");
+    out.push_back(f.dir);
+    ++i;
   }
   return out;
 }
@@ -71,10 +90,14 @@ std::string generate_routed(RoutedModel& model, const Router& router, const Toke
   require(route.expert() < model.num_adapters(), "the router chose expert " + std::to_string(route.expert()) +
                                                      " but only " + std::to_string(model.num_adapters()) +
                                                      " adapters are loaded");
-  model.activate(route.expert());
+  auto adapters = model.batch({route.expert()});
   if (expert) *expert = route.expert();
-  spdlog::info("generate: routed to expert {} (distance {:.4f})", route.expert(), route.distance());
-  return generate_text(model.model(), tokenizer, prompt, opts);
+  if (adapters.get() == nullptr)
+    spdlog::info("generate: routed to cluster {} (distance {:.4f}), which has no expert: the base model answers",
+                 route.expert(), route.distance());
+  else
+    spdlog::info("generate: routed to expert {} (distance {:.4f})", route.expert(), route.distance());
+  return generate_text(model.model(), tokenizer, prompt, opts, adapters.get());
 }
 
 std::string run_generate_routed(const GenerateRunOptions& opts, const std::string& partition_dir,
@@ -82,8 +105,9 @@ std::string run_generate_routed(const GenerateRunOptions& opts, const std::strin
   opts.validate();
   auto router = Router::load(partition_dir, opts.tokenizer);
   require(router.tokenizer() != nullptr, "generate: no tokenizer (give --tokenizer, or a partition that names one)");
-  RoutedModel model(load_llama(opts.model, parse_dtype(opts.dtype), parse_device(opts.device)),
-                    expert_adapter_dirs(experts_dir, router.num_experts()), 1);
+  std::vector<std::string> dirs;
+  for (const auto& f : find_experts(experts_dir, router.num_experts())) dirs.push_back(f.dir);
+  RoutedModel model(load_llama(opts.model, parse_dtype(opts.dtype), parse_device(opts.device)), dirs, 1);
   return generate_routed(model, router, *router.tokenizer(), opts.prompt, opts.generation, prefix_tokens);
 }
 

@@ -1,19 +1,47 @@
 #include "moin/train/options.h"
 
+#include <algorithm>
+
 namespace moin {
 
+TrainMode parse_train_mode(const std::string& name) {
+  if (name == "expert") return TrainMode::Expert;
+  if (name == "dense-lora") return TrainMode::DenseLora;
+  if (name == "full") return TrainMode::Full;
+  throw UserError("mode must be expert, dense-lora or full (got '" + name + "')");
+}
+
+const char* train_mode_name(TrainMode mode) {
+  switch (mode) {
+    case TrainMode::Expert: return "expert";
+    case TrainMode::DenseLora: return "dense-lora";
+    case TrainMode::Full: return "full";
+  }
+  return "?";
+}
+
 void TrainOptions::validate() const {
-  require(mode == "expert" || mode == "dense-lora" || mode == "full",
-          "mode must be expert, dense-lora or full (got '" + mode + "')");
+  const TrainMode m = train_mode();
   require(!partition.empty(), "partition: the partition folder is required (--partition DIR)");
   require(!output.empty(), "output: the output folder is required (--output DIR)");
-  if (mode == "expert") require(cluster >= 0, "expert mode needs the cluster to train on (--cluster K)");
-  if (mode == "full") {
+  if (m == TrainMode::Expert)
+    require(cluster >= 0 || !clusters.empty(),
+            "expert mode needs the cluster to train on (--cluster K), or a pack of them (--clusters 3,4,5)");
+  if (!clusters.empty()) {
+    require(m == TrainMode::Expert, "clusters (a pack of experts) is for expert mode only");
+    require(cluster < 0, "give either cluster or clusters, not both");
+    std::vector<int> sorted = clusters;
+    std::sort(sorted.begin(), sorted.end());
+    require(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), "clusters lists a cluster twice");
+    require(sorted.front() >= 0, "clusters must be cluster indices (>= 0)");
+  }
+  require(min_train_tokens >= 0, "min_train_tokens must not be negative");
+  if (m == TrainMode::Full) {
     require(!base.empty() || !model_config.empty(),
             "full mode needs a base model (--base DIR) or a model config to start from (model_config)");
     require(base.empty() || model_config.empty(), "give either base or model_config, not both");
   } else {
-    require(!base.empty(), mode + " mode needs the base model (--base DIR)");
+    require(!base.empty(), std::string(train_mode_name(m)) + " mode needs the base model (--base DIR)");
     require(model_config.empty(), "model_config is only used in full mode");
     lora.validate();
   }

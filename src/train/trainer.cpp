@@ -21,7 +21,7 @@
 #include "moin/core/strings.h"
 #include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
-#include "moin/model/lora.h"
+#include "moin/model/adapter_set.h"
 #include "moin/train/data.h"
 #include "moin/train/partition_layout.h"
 #include "moin/train/perf.h"
@@ -44,7 +44,8 @@ double seconds_since(Clock::time_point t) {
 bool resumable_key(const std::string& k) {
   static const char* keys[] = {"output",        "device",      "num_threads",       "log_every",
                                "eval_every",    "eval_tokens", "checkpoint_every",  "keep_checkpoints",
-                               "peak_tflops",   "fault_nan_at_step", "fault_sleep_s", "partition", "base"};
+                               "peak_tflops",   "fault_nan_at_step", "fault_sleep_s", "partition", "base",
+                               "keep_final_checkpoint", "min_train_tokens", "clusters"};
   for (const char* key : keys)
     if (k == key) return true;
   return false;
@@ -138,7 +139,7 @@ std::int64_t total_train_steps(const TrainOptions& o, int clusters_in_run) {
 }
 
 double evaluate_loss(LlamaForCausalLM& model, const torch::Tensor& sequences, int batch, torch::Device device,
-                     bool autocast_bf16) {
+                     bool autocast_bf16, const LoraRouting* lora) {
   if (!sequences.defined() || sequences.size(0) == 0) return std::numeric_limits<double>::quiet_NaN();
   torch::NoGradGuard no_grad;
   model->eval();
@@ -151,7 +152,7 @@ double evaluate_loss(LlamaForCausalLM& model, const torch::Tensor& sequences, in
     torch::Tensor loss;
     {
       AutocastBf16 ac(device, autocast_bf16);
-      loss = cross_entropy(model->forward(inputs), targets);
+      loss = cross_entropy(model->forward(inputs, nullptr, lora), targets);
     }
     sum += loss.item<double>() * static_cast<double>(targets.numel());
     count += targets.numel();
@@ -159,361 +160,534 @@ double evaluate_loss(LlamaForCausalLM& model, const torch::Tensor& sequences, in
   return sum / static_cast<double>(count);
 }
 
-json train(const TrainOptions& o, bool resume) {
-  config::validate(o);
-  const stdfs::path out(o.output);
-  const stdfs::path ckpt_dir = out / "checkpoints";
-  const stdfs::path summary_path = out / "summary.json";
-  const stdfs::path metrics_path = out / "metrics.jsonl";
-  fs::ensure_dir(o.output);
+namespace {
 
-  std::string latest = latest_train_checkpoint(ckpt_dir.string());
-  if (resume && stdfs::exists(summary_path)) {
+// What every run of one process shares: the frozen (or trained, in full mode) model and the device.
+struct Shared {
+  LlamaForCausalLM model{nullptr};
+  torch::Device device{torch::kCPU};
+  bool bf16 = false;
+  AdapterSet adapters;  // the experts being trained (LoRA modes), indexed by Run::adapter_index
+  double peak_tflops = 0.0;
+  double flops_per_token = 0.0;
+  std::int64_t memory_bytes() const {
+    return device.is_cuda() ? cuda_peak_allocated_bytes(device.has_index() ? device.index() : 0) : peak_rss_bytes();
+  }
+};
+
+// One output folder being trained: an expert (alone or in a pack), the dense LoRA, or the full model. Each
+// has its own data stream, optimizer, schedule, checkpoints, metrics and summary, so an expert trained in a
+// pack ends where it would have ended alone.
+struct Run {
+  TrainOptions o;
+  std::vector<int> clusters;
+  stdfs::path out, ckpt_dir, summary_path, metrics_path;
+  std::unique_ptr<DocumentSet> train_docs;
+  LoraAdapter adapter;
+  int adapter_index = -1;
+  LoraRouting routing;  // every row on this run's adapter (LoRA modes)
+  NamedTensors trainable;
+  std::vector<torch::Tensor> params;
+  std::int64_t n_trainable = 0;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  LrSchedule schedule;
+  std::int64_t total_steps = 0, step = 0;
+  double elapsed_before = 0.0, train_time = 0.0;
+  json meta_state = json::object(), opts_json, fingerprints;
+  std::unique_ptr<PackedStream> stream;
+  std::vector<ClusterValid> valid;
+  double window_loss = 0.0, window_time = 0.0, last_loss = std::nan(""), final_valid = std::nan("");
+  std::int64_t window_steps = 0;
+  json final_valid_per = json::object();
+  double lr = 0.0, pending_loss = 0.0;
+  Clock::time_point start;
+  bool in_pack = false;  // one of several experts trained together (messages name the expert)
+  json summary;          // set when the run is finished (before or now)
+
+  const LoraRouting* lora() const { return routing.empty() ? nullptr : &routing; }
+};
+
+std::string describe_clusters(const std::vector<int>& c) {
+  std::vector<std::string> s;
+  for (int k : c) s.push_back(std::to_string(k));
+  return join(s, ",");
+}
+
+// The cluster's training tokens, 0 when its shard does not exist (an empty cluster).
+std::int64_t cluster_train_tokens(const std::string& partition, int k) {
+  const std::string shard = cluster_shard(partition, k, "train");
+  if (!stdfs::exists(token_shard_stem(shard) + ".json")) return 0;
+  return DocumentSet({shard}).num_tokens();
+}
+
+// Token-weighted validation loss over the run's clusters; per-cluster values into *per_cluster.
+double run_eval(Shared& sh, Run& r, json* per_cluster) {
+  double sum = 0.0;
+  std::int64_t count = 0;
+  for (const auto& v : r.valid) {
+    double l = evaluate_loss(sh.model, v.sequences, r.o.micro_batch, sh.device, sh.bf16, r.lora());
+    std::int64_t n = v.sequences.size(0) * (v.sequences.size(1) - 1);
+    sum += l * static_cast<double>(n);
+    count += n;
+    if (per_cluster) (*per_cluster)[std::to_string(v.cluster)] = l;
+  }
+  sh.model->train();
+  return count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+}
+
+[[noreturn]] void diverged(const Run& r, const std::string& what, std::int64_t at_step) {
+  std::string last = latest_train_checkpoint(r.ckpt_dir.string());
+  throw TrainingDiverged((r.in_pack ? "expert " + std::to_string(r.o.cluster) + ": " : std::string()) +
+                         what + " at step " + std::to_string(at_step + 1) + " (lr " +
+                         fmt::format("{:.3g}", r.schedule.at(at_step)) + "); stopped without saving. Last good checkpoint: " +
+                         (last.empty() ? std::string("none") : last) +
+                         ". Lower lr or raise warmup_steps, then --resume (or start over).");
+}
+
+json make_meta(const Run& r, double elapsed) {
+  return json{{"options", r.opts_json},     {"cursor", r.stream->cursor().to_json()}, {"elapsed_s", elapsed},
+              {"train_time_s", r.train_time}, {"total_steps", r.total_steps},       {"state", r.meta_state},
+              {"fingerprints", r.fingerprints}};
+}
+
+// Sets up one run: its folder, data, adapter, optimizer and resume state. Returns false (with r.summary
+// set) when there is nothing to train: finished before, or a cluster too small for an expert.
+bool prepare_run(Shared& sh, Run& r, bool resume) {
+  const TrainOptions& o = r.o;
+  r.out = o.output;
+  r.ckpt_dir = r.out / "checkpoints";
+  r.summary_path = r.out / "summary.json";
+  r.metrics_path = r.out / "metrics.jsonl";
+  fs::ensure_dir(o.output);
+  std::string latest = latest_train_checkpoint(r.ckpt_dir.string());
+  if (resume && stdfs::exists(r.summary_path)) {
     spdlog::info("{} is finished (summary.json exists); nothing to do", o.output);
-    return fs::read_json(summary_path);
+    r.summary = fs::read_json(r.summary_path);
+    return false;
   }
   require(resume || latest.empty(), o.output + " already holds a run's checkpoints: pass --resume to continue it, "
                                                "or choose another output folder");
-  if (o.num_threads > 0) torch::set_num_threads(o.num_threads);
-
-  // ---- device and precision
-  torch::Device device = parse_device(o.device);
-  const bool bf16 = o.dtype == "bf16" || (o.dtype == "auto" && device.is_cuda());
-  if (device.is_cuda()) at::globalContext().setFloat32MatmulPrecision("high");  // TF32 where fp32 remains
-  torch::manual_seed(o.seed);
-
-  // ---- data
-  std::vector<int> clusters;
+  const TrainMode mode = o.train_mode();
   if (o.cluster >= 0) {
     auto all = partition_clusters(o.partition);
     require(o.cluster < static_cast<int>(all.size()),
             "cluster " + std::to_string(o.cluster) + " is not in " + o.partition + " (it has " +
                 std::to_string(all.size()) + " clusters)");
-    clusters = {o.cluster};
+    r.clusters = {o.cluster};
   } else {
-    clusters = partition_clusters(o.partition);
+    r.clusters = partition_clusters(o.partition);
+  }
+  if (mode == TrainMode::Expert) {
+    // Too little data for an expert: recorded, not trained; its queries route to the base model.
+    const std::int64_t tokens = cluster_train_tokens(o.partition, o.cluster);
+    if (tokens < o.min_tokens()) {
+      r.summary = json{{"mode", o.mode},        {"status", "too_small"},         {"clusters", r.clusters},
+                       {"train_tokens", tokens}, {"min_train_tokens", o.min_tokens()}};
+      fs::write_json_atomic(r.summary_path, r.summary);
+      spdlog::warn("cluster {} has {} training tokens, fewer than min_train_tokens = {}: no expert (its queries "
+                   "route to the base model)", o.cluster, tokens, o.min_tokens());
+      return false;
+    }
   }
   std::vector<std::string> train_shards;
-  for (int k : clusters) train_shards.push_back(cluster_shard(o.partition, k, "train"));
-  DocumentSet train_docs(train_shards);
-  check_tokenizer(o, train_docs);
-
-  // ---- model
-  LlamaForCausalLM model{nullptr};
-  if (!o.base.empty()) {
-    model = load_llama(o.base, torch::kFloat32, device);
-  } else {
-    model = make_llama(LlamaConfig::load(o.model_config), torch::kFloat32, device, o.seed);
-  }
-  const LlamaConfig& mc = model->config;
-  // RoPE has no table beyond the model's positions, and a huge seq_len runs for minutes before it fails.
-  require(mc.max_position_embeddings <= 0 || o.seq_len <= mc.max_position_embeddings,
-          "seq_len " + std::to_string(o.seq_len) + " exceeds the model's max_position_embeddings (" +
-              std::to_string(mc.max_position_embeddings) + ")");
-  require(train_docs.vocab_size() <= mc.vocab_size,
-          "the partition's tokens use a vocabulary of " + std::to_string(train_docs.vocab_size()) +
+  for (int k : r.clusters) train_shards.push_back(cluster_shard(o.partition, k, "train"));
+  r.train_docs = std::make_unique<DocumentSet>(train_shards);
+  check_tokenizer(o, *r.train_docs);
+  const LlamaConfig& mc = sh.model->config;
+  require(r.train_docs->vocab_size() <= mc.vocab_size,
+          "the partition's tokens use a vocabulary of " + std::to_string(r.train_docs->vocab_size()) +
               " but the model has " + std::to_string(mc.vocab_size));
   const int eos_id = mc.eos_token_id >= 0 ? static_cast<int>(mc.eos_token_id) : 2;
   const int bos_id = (o.add_bos && mc.bos_token_id >= 0) ? static_cast<int>(mc.bos_token_id) : -1;
 
-  LoraAdapter adapter;
-  NamedTensors trainable;
-  auto linears = model->linears();
-  std::int64_t matmul_params = mc.vocab_size * mc.hidden_size;  // the head
-  for (const auto& [name, lin] : linears) matmul_params += lin->in_features * lin->out_features;
-  FlopCount flops;
-  flops.layers = mc.num_hidden_layers;
-  flops.attn_width = mc.num_attention_heads * mc.dim_head();
-  flops.seq_len = o.seq_len;
-  if (o.lora_mode()) {
-    model->set_requires_grad(false);
+  if (trains_adapter(mode)) {
     LoraPlacement where;
-    where.device = device;
+    where.device = sh.device;
     where.dtype = torch::kFloat32;
-    adapter = LoraAdapter::create(linears, o.lora, where);
-    adapter.attach(linears);
-    for (const auto& m : adapter.modules()) {
-      trainable.emplace_back(m.name + ".lora_A", m.A);
-      trainable.emplace_back(m.name + ".lora_B", m.B);
+    r.adapter = LoraAdapter::create(sh.model->linears(), o.lora, where);
+    r.adapter_index = sh.adapters.add(r.adapter);  // shares the tensors: gradients reach r.adapter
+    r.routing = LoraRouting::all(sh.adapters, r.adapter_index);
+    for (const auto& m : r.adapter.modules()) {
+      r.trainable.emplace_back(m.name + ".lora_A", m.A);
+      r.trainable.emplace_back(m.name + ".lora_B", m.B);
     }
-    flops.matmul_params_frozen = matmul_params;
-    flops.matmul_params_trained = adapter.num_parameters();
   } else {
-    model->set_requires_grad(true);
-    for (const auto& item : model->named_parameters(true)) trainable.emplace_back(item.key(), item.value());
-    flops.matmul_params_trained = matmul_params;
+    for (const auto& item : sh.model->named_parameters(true)) r.trainable.emplace_back(item.key(), item.value());
   }
-  std::int64_t n_trainable = 0;
-  for (const auto& [name, t] : trainable) n_trainable += t.numel();
-
-  auto optimizer_ptr = make_adamw(trainable, o);
-  torch::optim::AdamW& optimizer = *optimizer_ptr;
-  std::vector<torch::Tensor> all_params;
-  for (const auto& [name, t] : trainable) all_params.push_back(t);
-
-  // ---- schedule and state
-  const std::int64_t total_steps = total_train_steps(o, static_cast<int>(clusters.size()));
-  LrSchedule schedule{o.lr, o.warmup_steps, total_steps, o.min_lr_ratio};
-  std::int64_t step = 0;
-  double elapsed_before = 0.0, train_time_before = 0.0;
+  for (const auto& [name, t] : r.trainable) {
+    r.n_trainable += t.numel();
+    r.params.push_back(t);
+  }
+  r.optimizer = make_adamw(r.trainable, o);
+  r.total_steps = total_train_steps(o, static_cast<int>(r.clusters.size()));
+  r.schedule = LrSchedule{o.lr, o.warmup_steps, r.total_steps, o.min_lr_ratio};
+  r.opts_json = config::to_json(o);
+  r.fingerprints = input_fingerprints(o, r.clusters);
   DataCursor cursor;
-  json meta_state = json::object();  // carried through checkpoints: initial losses, resumptions
-  const json opts_json = config::to_json(o);
-  const json fingerprints = input_fingerprints(o, clusters);
+  double train_time_before = 0.0;
 
   if (resume && !latest.empty()) {
     // The newest checkpoint first; one that cannot be read (a damaged or truncated file) falls back to the
     // one before it, losing one more checkpoint interval rather than the run.
     json meta;
     std::string from;
-    for (const auto& candidate : train_checkpoints_newest_first(ckpt_dir.string())) {
+    for (const auto& candidate : train_checkpoints_newest_first(r.ckpt_dir.string())) {
       try {
-        meta = load_train_checkpoint(candidate, trainable, optimizer, device);
+        meta = load_train_checkpoint(candidate, r.trainable, *r.optimizer, sh.device);
         from = candidate;
         break;
       } catch (const UnreadableCheckpoint& e) {
         spdlog::warn("{}; trying the checkpoint before it", e.what());
       }
     }
-    require(!from.empty(), "cannot resume: no checkpoint in " + ckpt_dir.string() + " can be read");
+    require(!from.empty(), "cannot resume: no checkpoint in " + r.ckpt_dir.string() + " can be read");
     latest = from;
     const json saved_fp = meta.value("fingerprints", json::object());
     std::vector<std::string> differ;
     for (const char* what : {"base", "partition"})
-      if (saved_fp.contains(what) && fingerprints.contains(what) && saved_fp[what] != fingerprints[what])
-        differ.push_back(std::string(what) + " (fingerprint " + fingerprints[what].get<std::string>() +
+      if (saved_fp.contains(what) && r.fingerprints.contains(what) && saved_fp[what] != r.fingerprints[what])
+        differ.push_back(std::string(what) + " (fingerprint " + r.fingerprints[what].get<std::string>() +
                          ", the checkpoint's " + saved_fp[what].get<std::string>() + ")");
     require(differ.empty(), "cannot resume " + latest + ": this run's " + join(differ, " and ") +
                                 " differs from the one the checkpoint was trained on; resuming would mix the "
                                 "two. Use the original, or start a new output folder");
     const json& saved = meta.at("options");
     std::vector<std::string> changed;
-    for (auto it = opts_json.begin(); it != opts_json.end(); ++it)
+    for (auto it = r.opts_json.begin(); it != r.opts_json.end(); ++it)
       if (!resumable_key(it.key()) && (!saved.contains(it.key()) || saved[it.key()] != it.value()))
         changed.push_back(it.key());
     require(changed.empty(), "cannot resume " + latest + ": these options differ from the checkpoint's: " +
                                  join(changed, ", "));
-    step = meta.at("step").get<std::int64_t>();
+    r.step = meta.at("step").get<std::int64_t>();
     cursor = DataCursor::from_json(meta.at("cursor"));
-    elapsed_before = meta.value("elapsed_s", 0.0);
+    r.elapsed_before = meta.value("elapsed_s", 0.0);
     train_time_before = meta.value("train_time_s", 0.0);
-    meta_state = meta.value("state", json::object());
-    meta_state["resumed"] = meta_state.value("resumed", 0) + 1;
-    truncate_metrics(metrics_path, step);
-    spdlog::info("resumed from {} (step {} of {})", latest, step, total_steps);
-  } else if (stdfs::exists(metrics_path)) {
-    stdfs::remove(metrics_path);
+    r.meta_state = meta.value("state", json::object());
+    r.meta_state["resumed"] = r.meta_state.value("resumed", 0) + 1;
+    truncate_metrics(r.metrics_path, r.step);
+    spdlog::info("{}: resumed from {} (step {} of {})", o.output, latest, r.step, r.total_steps);
+  } else if (stdfs::exists(r.metrics_path)) {
+    stdfs::remove(r.metrics_path);
   }
+  r.train_time = train_time_before;
 
   PackingOptions po;
   po.seq_len = o.seq_len;
   po.bos_id = bos_id;
   po.eos_id = eos_id;
   po.seed = o.seed;
-  PackedStream stream(train_docs, po, cursor);
+  r.stream = std::make_unique<PackedStream>(*r.train_docs, po, cursor);
 
   // Validation: a fixed set of sequences of each cluster's valid split.
-  std::vector<ClusterValid> valid;
-  for (int k : clusters) {
+  for (int k : r.clusters) {
     std::string shard = cluster_shard(o.partition, k, "valid");
-    if (!stdfs::exists(token_shard_stem(shard) + ".json")) {
-      spdlog::warn("cluster {} has no valid split ({}): not evaluated", k, shard);
+    torch::Tensor seqs;
+    if (stdfs::exists(token_shard_stem(shard) + ".json")) {
+      DocumentSet vd({shard});
+      seqs = make_validation_set(vd, o.seq_len, o.eval_tokens, bos_id, eos_id);
+    }
+    if (!seqs.defined() || seqs.size(0) == 0) {
+      spdlog::warn("cluster {} has no validation documents ({}): no validation set, not evaluated", k, shard);
       continue;
     }
-    DocumentSet vd({shard});
-    auto seqs = make_validation_set(vd, o.seq_len, o.eval_tokens, bos_id, eos_id);
-    if (seqs.size(0) > 0) valid.push_back({k, seqs});
+    r.valid.push_back({k, seqs});
   }
-  // Token-weighted over clusters; per-cluster values recorded too.
-  auto run_eval = [&](json* per_cluster) {
-    double sum = 0.0;
-    std::int64_t count = 0;
-    for (const auto& v : valid) {
-      double l = evaluate_loss(model, v.sequences, o.micro_batch, device, bf16);
-      std::int64_t n = v.sequences.size(0) * (v.sequences.size(1) - 1);
-      sum += l * static_cast<double>(n);
-      count += n;
-      if (per_cluster) (*per_cluster)[std::to_string(v.cluster)] = l;
-    }
-    model->train();
-    return count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
-  };
-
-  const double peak_tflops =
-      o.peak_tflops > 0 ? o.peak_tflops
-                        : (device.is_cuda() ? known_peak_tflops(cuda_device_name(device.has_index() ? device.index() : 0))
-                                            : 0.0);
-  const double flops_per_token = flops.per_token();
-  auto memory_bytes = [&] {
-    return device.is_cuda() ? cuda_peak_allocated_bytes(device.has_index() ? device.index() : 0) : peak_rss_bytes();
-  };
-
-  spdlog::info("{} training: {} clusters, {} documents, {} tokens; model {} layers x {}, {} trainable "
-               "parameters; {} steps x {} tokens on {}{}",
-               o.mode, clusters.size(), train_docs.num_docs(), human_count(static_cast<double>(train_docs.num_tokens())),
-               mc.num_hidden_layers, mc.hidden_size, n_trainable, total_steps, o.tokens_per_step(), device.str(),
-               bf16 ? " (bf16 autocast)" : "");
-
-  if (step == 0 && !meta_state.contains("initial_valid_loss")) {
+  if (r.step == 0 && !r.meta_state.contains("initial_valid_loss") && !r.valid.empty()) {
     json per = json::object();
-    double l0 = run_eval(&per);
-    meta_state["initial_valid_loss"] = l0;
-    meta_state["initial_valid_loss_per_cluster"] = per;
-    spdlog::info("step 0: valid loss {:.4f}", l0);
-    fs::append_line(metrics_path,
+    double l0 = run_eval(sh, r, &per);
+    r.meta_state["initial_valid_loss"] = l0;
+    r.meta_state["initial_valid_loss_per_cluster"] = per;
+    spdlog::info("{}step 0: valid loss {:.4f}", r.in_pack ? o.output + ": " : std::string(), l0);
+    fs::append_line(r.metrics_path,
                     json{{"kind", "eval"}, {"step", 0}, {"valid_loss", l0}, {"valid_loss_per_cluster", per}}.dump());
   }
+  r.start = Clock::now();
+  return true;
+}
 
-  auto make_meta = [&](double elapsed, double train_time) {
-    return json{{"options", opts_json},     {"cursor", stream.cursor().to_json()}, {"elapsed_s", elapsed},
-                {"train_time_s", train_time}, {"total_steps", total_steps},     {"state", meta_state},
-                {"fingerprints", fingerprints}};
-  };
-  auto all_finite = [&] {
-    torch::NoGradGuard ng;
-    for (const auto& [name, t] : trainable)
-      if (!torch::isfinite(t).all().item<bool>()) return false;
-    return true;
-  };
-  auto diverged = [&](const std::string& what, std::int64_t at_step) {
-    std::string last = latest_train_checkpoint(ckpt_dir.string());
-    throw TrainingDiverged(what + " at step " + std::to_string(at_step + 1) + " (lr " +
-                           fmt::format("{:.3g}", schedule.at(at_step)) + "); stopped without saving. Last good checkpoint: " +
-                           (last.empty() ? std::string("none") : last) +
-                           ". Lower lr or raise warmup_steps, then --resume (or start over).");
-  };
+bool all_finite(const Run& r) {
+  torch::NoGradGuard ng;
+  for (const auto& [name, t] : r.trainable)
+    if (!torch::isfinite(t).all().item<bool>()) return false;
+  return true;
+}
 
-  // ---- the loop
-  model->train();
-  const auto run_start = Clock::now();
-  double train_time = train_time_before;
-  double window_loss = 0.0, window_time = 0.0, last_loss = std::nan(""), last_gnorm = 0.0;
-  std::int64_t window_steps = 0;
-  double final_valid = std::nan("");
-  json final_valid_per = json::object();
+// After one optimizer step of `r` that took dt seconds (its share of a packed step): logs, evaluations,
+// checkpoints.
+void after_step(Shared& sh, Run& r, double train_loss, double gnorm, double dt, bool quiet_log) {
+  const TrainOptions& o = r.o;
+  ++r.step;
+  r.train_time += dt;
+  r.window_time += dt;
+  r.window_loss += train_loss;
+  ++r.window_steps;
+  r.last_loss = train_loss;
+  const bool last_step = r.step == r.total_steps;
+  if (r.step % o.log_every == 0 || last_step) {
+    const double tps = static_cast<double>(r.window_steps * o.tokens_per_step()) / std::max(r.window_time, 1e-9);
+    json line{{"kind", "train"},
+              {"step", r.step},
+              {"tokens", r.step * o.tokens_per_step()},
+              {"loss", r.window_loss / static_cast<double>(r.window_steps)},
+              {"lr", r.lr},
+              {"grad_norm", gnorm},
+              {"tokens_per_s", tps},
+              {"memory_bytes", sh.memory_bytes()},
+              {"elapsed_s", r.elapsed_before + seconds_since(r.start)}};
+    if (sh.peak_tflops > 0) line["mfu"] = tps * sh.flops_per_token / (sh.peak_tflops * 1e12);
+    fs::append_line(r.metrics_path, line.dump());
+    auto msg = fmt::format("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3g}, {} tokens/s", r.step, r.total_steps,
+                           r.window_loss / static_cast<double>(r.window_steps), r.lr, gnorm, human_count(tps));
+    if (quiet_log)
+      spdlog::debug("{}: {}", o.output, msg);
+    else
+      spdlog::info("{}", msg);
+    r.window_loss = r.window_time = 0.0;
+    r.window_steps = 0;
+  }
+  if (((o.eval_every > 0 && r.step % o.eval_every == 0) || last_step) && !r.valid.empty()) {
+    json per = json::object();
+    double vl = run_eval(sh, r, &per);
+    fs::append_line(r.metrics_path,
+                    json{{"kind", "eval"}, {"step", r.step}, {"valid_loss", vl}, {"valid_loss_per_cluster", per}}.dump());
+    if (quiet_log)
+      spdlog::debug("{}: step {}: valid loss {:.4f}", o.output, r.step, vl);
+    else
+      spdlog::info("step {}: valid loss {:.4f}", r.step, vl);
+    if (last_step) {
+      r.final_valid = vl;
+      r.final_valid_per = per;
+    }
+  }
+  if ((o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) || last_step) {
+    if (!all_finite(r)) diverged(r, "a trainable weight became NaN or infinite", r.step - 1);
+    r.meta_state["last_train_loss"] = r.last_loss;
+    save_train_checkpoint(r.ckpt_dir.string(), r.step, make_meta(r, r.elapsed_before + seconds_since(r.start)),
+                          r.trainable, *r.optimizer, sh.device, o.keep_checkpoints);
+  }
+}
+
+// Saves the result and the summary of a run that reached its last step.
+void finish_run(Shared& sh, Run& r, const std::vector<int>& pack, double pack_wall) {
+  const TrainOptions& o = r.o;
+  // A resumed run that stopped after its last checkpoint but before the summary: evaluate now.
+  if (std::isnan(r.final_valid) && !r.valid.empty()) r.final_valid = run_eval(sh, r, &r.final_valid_per);
+  if (std::isnan(r.last_loss)) r.last_loss = r.meta_state.value("last_train_loss", std::nan(""));
+  if (trains_adapter(o.train_mode())) {
+    r.adapter.save(o.output, o.base);
+  } else {
+    save_llama(sh.model, o.output);
+    stdfs::path tok = o.base.empty() ? stdfs::path(r.train_docs->shards().front().info().tokenizer)
+                                     : stdfs::path(o.base) / "tokenizer.model";
+    if (!tok.empty() && stdfs::exists(tok)) fs::write_atomic(r.out / "tokenizer.model", fs::read_text(tok));
+  }
+  const double wall = r.elapsed_before + seconds_since(r.start);
+  const std::int64_t tokens_seen = r.step * o.tokens_per_step();
+  const double tps = static_cast<double>(tokens_seen) / std::max(r.train_time, 1e-9);
+  json per_cluster = json::object();
+  const json& init_per = r.meta_state.value("initial_valid_loss_per_cluster", json::object());
+  for (auto it = r.final_valid_per.begin(); it != r.final_valid_per.end(); ++it)
+    per_cluster[it.key()] = {{"initial", init_per.value(it.key(), json())}, {"final", it.value()}};
+  // JSON has no NaN: a run without validation documents says so instead.
+  auto number_or_null = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  json summary{{"mode", o.mode},
+               {"status", "done"},
+               {"clusters", r.clusters},
+               {"base", o.base},
+               {"steps", r.step},
+               {"tokens_seen", tokens_seen},
+               {"wall_time_s", pack.size() > 1 ? r.train_time : wall},
+               {"train_time_s", r.train_time},
+               {"tokens_per_s", tps},
+               {"final_train_loss", number_or_null(r.last_loss)},
+               {"final_valid_loss", number_or_null(r.final_valid)},
+               {"initial_valid_loss", r.meta_state.value("initial_valid_loss", json())},
+               {"valid_loss_per_cluster", per_cluster},
+               {"trainable_parameters", r.n_trainable},
+               {"flops_per_token", sh.flops_per_token},
+               {"peak_memory_bytes", sh.memory_bytes()},
+               {"device", sh.device.str()},
+               {"bf16", sh.bf16},
+               {"resumed", r.meta_state.value("resumed", 0)}};
+  if (r.valid.empty()) summary["validation"] = "no validation set";
+  // In a pack, wall_time_s and train_time_s are this expert's share of the steps it took part in.
+  if (pack.size() > 1) summary["pack"] = {{"clusters", pack}, {"wall_time_s", pack_wall}};
+  if (sh.peak_tflops > 0) summary["mfu"] = tps * sh.flops_per_token / (sh.peak_tflops * 1e12);
+  fs::write_json_atomic(r.summary_path, summary);
+  // The optimizer state is ~3x the adapter and only needed to resume: the run is finished.
+  if (!o.keep_final_checkpoint) {
+    std::error_code ec;
+    stdfs::remove_all(r.ckpt_dir, ec);
+  }
+  spdlog::info("{}finished: {} tokens in {}, {} tokens/s; train loss {:.4f}, valid loss {}",
+               pack.size() > 1 ? o.output + ": " : std::string(), human_count(static_cast<double>(tokens_seen)),
+               human_duration(wall), human_count(tps), r.last_loss,
+               r.valid.empty() ? std::string("(no validation set)") : fmt::format("{:.4f}", r.final_valid));
+  r.summary = summary;
+}
+
+}  // namespace
+
+json train(const TrainOptions& o, bool resume) {
+  config::validate(o);
+  if (o.num_threads > 0) torch::set_num_threads(o.num_threads);
+
+  // ---- device, precision, model
+  Shared sh;
+  sh.device = parse_device(o.device);
+  sh.bf16 = o.dtype == "bf16" || (o.dtype == "auto" && sh.device.is_cuda());
+  if (sh.device.is_cuda()) at::globalContext().setFloat32MatmulPrecision("high");  // TF32 where fp32 remains
+  torch::manual_seed(o.seed);
+  if (!o.base.empty()) {
+    sh.model = load_llama(o.base, torch::kFloat32, sh.device);
+  } else {
+    sh.model = make_llama(LlamaConfig::load(o.model_config), torch::kFloat32, sh.device, o.seed);
+  }
+  const LlamaConfig& mc = sh.model->config;
+  // RoPE has no table beyond the model's positions, and a huge seq_len runs for minutes before it fails.
+  require(mc.max_position_embeddings <= 0 || o.seq_len <= mc.max_position_embeddings,
+          "seq_len " + std::to_string(o.seq_len) + " exceeds the model's max_position_embeddings (" +
+              std::to_string(mc.max_position_embeddings) + ")");
+  const bool lora = o.lora_mode();
+  sh.model->set_requires_grad(!lora);
+  sh.adapters = AdapterSet(sh.model->linears());
+
+  // ---- the runs: one, or one per cluster of a pack (each in OUTPUT/<k>, with its own options)
+  std::vector<TrainOptions> run_opts;
+  if (o.packed()) {
+    for (int k : o.clusters) {
+      TrainOptions e = o;
+      e.clusters.clear();
+      e.cluster = k;
+      e.output = (stdfs::path(o.output) / std::to_string(k)).string();
+      run_opts.push_back(e);
+    }
+  } else {
+    run_opts.push_back(o);
+  }
+  std::vector<std::unique_ptr<Run>> runs;
+  std::vector<Run*> active;
+  json results = json::object();
+  for (const auto& ro : run_opts) {
+    auto r = std::make_unique<Run>();
+    r->o = ro;
+    r->in_pack = o.packed();
+    if (prepare_run(sh, *r, resume) && r->step < r->total_steps) active.push_back(r.get());
+    runs.push_back(std::move(r));
+  }
+
+  FlopCount flops;
+  flops.layers = mc.num_hidden_layers;
+  flops.attn_width = mc.num_attention_heads * mc.dim_head();
+  flops.seq_len = o.seq_len;
+  std::int64_t matmul_params = mc.vocab_size * mc.hidden_size;  // the head
+  for (const auto& [name, lin] : sh.model->linears()) matmul_params += lin->in_features * lin->out_features;
+  if (lora) {
+    flops.matmul_params_frozen = matmul_params;
+    flops.matmul_params_trained = runs.front()->n_trainable;
+    if (flops.matmul_params_trained == 0)
+      flops.matmul_params_trained = LoraAdapter::create(sh.model->linears(), o.lora).num_parameters();
+  } else {
+    flops.matmul_params_trained = matmul_params;
+  }
+  sh.flops_per_token = flops.per_token();
+  sh.peak_tflops = o.peak_tflops > 0 ? o.peak_tflops
+                                     : (sh.device.is_cuda() ? known_peak_tflops(cuda_device_name(
+                                                                  sh.device.has_index() ? sh.device.index() : 0))
+                                                            : 0.0);
+
+  std::int64_t steps_left = 0;
+  for (Run* r : active) steps_left += r->total_steps - r->step;
+  if (!active.empty()) {
+    const Run& r0 = *active.front();
+    spdlog::info("{} training: {} {}, {} documents, {} tokens; model {} layers x {}, {} trainable parameters{}; "
+                 "{} steps x {} tokens on {}{}",
+                 o.mode, o.packed() ? active.size() : r0.clusters.size(),
+                 o.packed() ? "experts in one pack" : "clusters", r0.train_docs->num_docs(),
+                 human_count(static_cast<double>(r0.train_docs->num_tokens())), mc.num_hidden_layers, mc.hidden_size,
+                 r0.n_trainable, o.packed() ? " each" : "", r0.total_steps, o.tokens_per_step(), sh.device.str(),
+                 sh.bf16 ? " (bf16 autocast)" : "");
+  }
+
+  // ---- the loop: each step, every active run draws its micro-batches; they go through the model in one
+  // mixed-adapter forward and backward, and each run steps its own optimizer.
+  sh.model->train();
+  const auto pack_start = Clock::now();
   const double clip = o.grad_clip > 0 ? o.grad_clip : std::numeric_limits<double>::infinity();
-  Progress progress("training", total_steps, "steps");
-  progress.set(step);
-
-  while (step < total_steps) {
+  Progress progress("training", steps_left, "steps");
+  const bool quiet_log = o.packed();
+  while (!active.empty()) {
     const auto t0 = Clock::now();
-    const double lr = schedule.at(step);
-    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    optimizer.zero_grad();
-    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
+    for (Run* r : active) {
+      r->lr = r->schedule.at(r->step);
+      for (auto& g : r->optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(r->lr);
+      r->optimizer->zero_grad();
+      r->pending_loss = 0.0;
+    }
+    std::vector<int> per_row;
+    for (std::size_t i = 0; i < active.size(); ++i)
+      for (int b = 0; b < o.micro_batch; ++b) per_row.push_back(active[i]->adapter_index);
+    LoraRouting rows = lora && active.size() > 1 ? LoraRouting::rows(sh.adapters, per_row, sh.device) : LoraRouting();
+    const LoraRouting* routing = active.size() > 1 ? &rows : active.front()->lora();
     for (int m = 0; m < o.grad_accum; ++m) {
-      auto batch = stream.next(o.micro_batch).to(device);
+      std::vector<torch::Tensor> batches;
+      for (Run* r : active) batches.push_back(r->stream->next(o.micro_batch));
+      auto batch = (batches.size() == 1 ? batches.front() : torch::cat(batches, 0)).to(sh.device);
       auto inputs = batch.slice(1, 0, o.seq_len), targets = batch.slice(1, 1, o.seq_len + 1);
-      torch::Tensor loss;
+      torch::Tensor logits;
       {
-        AutocastBf16 ac(device, bf16);
-        loss = cross_entropy(model->forward(inputs), targets);
+        AutocastBf16 ac(sh.device, sh.bf16);
+        logits = sh.model->forward(inputs, nullptr, routing);
       }
-      if (step == o.fault_nan_at_step) loss = loss + std::nan("");
-      (loss / o.grad_accum).backward();
-      loss_sum += loss.detach().to(torch::kFloat64);
-    }
-    const double train_loss = loss_sum.item<double>() / o.grad_accum;
-    if (!std::isfinite(train_loss)) diverged("the training loss became " + describe_value(train_loss), step);
-    const double gnorm = torch::nn::utils::clip_grad_norm_(all_params, clip);
-    if (!std::isfinite(gnorm)) diverged("the gradient norm became " + describe_value(gnorm), step);
-    optimizer.step();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    ++step;
-    const double dt = seconds_since(t0);
-    train_time += dt;
-    window_time += dt;
-    window_loss += train_loss;
-    ++window_steps;
-    last_loss = train_loss;
-    last_gnorm = gnorm;
-    progress.add(1);
-
-    const bool last_step = step == total_steps;
-    if (step % o.log_every == 0 || last_step) {
-      const double tps = static_cast<double>(window_steps * o.tokens_per_step()) / std::max(window_time, 1e-9);
-      json line{{"kind", "train"},
-                {"step", step},
-                {"tokens", step * o.tokens_per_step()},
-                {"loss", window_loss / static_cast<double>(window_steps)},
-                {"lr", lr},
-                {"grad_norm", gnorm},
-                {"tokens_per_s", tps},
-                {"memory_bytes", memory_bytes()},
-                {"elapsed_s", elapsed_before + seconds_since(run_start)}};
-      if (peak_tflops > 0) line["mfu"] = tps * flops_per_token / (peak_tflops * 1e12);
-      fs::append_line(metrics_path, line.dump());
-      spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3g}, {} tokens/s", step, total_steps,
-                   window_loss / static_cast<double>(window_steps), lr, gnorm, human_count(tps));
-      window_loss = window_time = 0.0;
-      window_steps = 0;
-    }
-    if ((o.eval_every > 0 && step % o.eval_every == 0) || last_step) {
-      json per = json::object();
-      double vl = run_eval(&per);
-      fs::append_line(metrics_path,
-                      json{{"kind", "eval"}, {"step", step}, {"valid_loss", vl}, {"valid_loss_per_cluster", per}}.dump());
-      spdlog::info("step {}: valid loss {:.4f}", step, vl);
-      if (last_step) {
-        final_valid = vl;
-        final_valid_per = per;
+      // Each run's loss is the mean over its own rows, as if it ran alone; their sum has, for each run's
+      // adapter, exactly that run's gradient (rows never see each other's adapters).
+      torch::Tensor total;
+      std::vector<torch::Tensor> losses;
+      for (std::size_t i = 0; i < active.size(); ++i) {
+        const auto lo = static_cast<std::int64_t>(i) * o.micro_batch;
+        auto loss = cross_entropy(logits.narrow(0, lo, o.micro_batch), targets.narrow(0, lo, o.micro_batch));
+        if (active[i]->step == o.fault_nan_at_step) loss = loss + std::nan("");
+        losses.push_back(loss);
+        total = total.defined() ? total + loss : loss;
       }
+      (total / o.grad_accum).backward();
+      auto values = torch::stack(losses).detach().to(torch::kCPU, torch::kFloat64);
+      for (std::size_t i = 0; i < active.size(); ++i) active[i]->pending_loss += values[static_cast<std::int64_t>(i)].item<double>();
     }
-    if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || last_step) {
-      if (!all_finite()) diverged("a trainable weight became NaN or infinite", step - 1);
-      meta_state["last_train_loss"] = last_loss;
-      save_train_checkpoint(ckpt_dir.string(), step, make_meta(elapsed_before + seconds_since(run_start), train_time),
-                            trainable, optimizer, device, o.keep_checkpoints);
+    std::vector<double> gnorms;
+    for (Run* r : active) {
+      const double train_loss = r->pending_loss / o.grad_accum;
+      if (!std::isfinite(train_loss)) diverged(*r, "the training loss became " + describe_value(train_loss), r->step);
+      const double gnorm = torch::nn::utils::clip_grad_norm_(r->params, clip);
+      if (!std::isfinite(gnorm)) diverged(*r, "the gradient norm became " + describe_value(gnorm), r->step);
+      r->optimizer->step();
+      gnorms.push_back(gnorm);
     }
+    if (sh.device.is_cuda()) torch::cuda::synchronize();
+    // Each run is charged an equal share of the shared step.
+    const double dt = seconds_since(t0) / static_cast<double>(active.size());
+    std::vector<Run*> still;
+    for (std::size_t i = 0; i < active.size(); ++i) {
+      Run* r = active[i];
+      after_step(sh, *r, r->pending_loss / o.grad_accum, gnorms[i], dt, quiet_log);
+      if (r->step < r->total_steps) still.push_back(r);
+    }
+    progress.add(static_cast<std::int64_t>(active.size()));
+    // A pack whose experts finish at different times goes on with the rest.
+    for (Run* r : active)
+      if (r->step >= r->total_steps) finish_run(sh, *r, o.clusters, seconds_since(pack_start));
+    active = std::move(still);
     if (o.fault_sleep_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.fault_sleep_s));
   }
   progress.finish();
+  // Runs resumed after their last step (killed between the last checkpoint and the summary).
+  for (auto& r : runs)
+    if (r->summary.is_null() && r->stream) finish_run(sh, *r, o.clusters, seconds_since(pack_start));
 
-  // A resumed run that stopped after its last checkpoint but before the summary: evaluate now.
-  if (std::isnan(final_valid)) final_valid = run_eval(&final_valid_per);
-  if (std::isnan(last_loss)) last_loss = meta_state.value("last_train_loss", std::nan(""));
-
-  // ---- the result
-  if (o.lora_mode()) {
-    adapter.save(o.output, o.base);
-  } else {
-    save_llama(model, o.output);
-    stdfs::path tok = o.base.empty() ? stdfs::path(train_docs.shards().front().info().tokenizer)
-                                     : stdfs::path(o.base) / "tokenizer.model";
-    if (!tok.empty() && stdfs::exists(tok))
-      fs::write_atomic(out / "tokenizer.model", fs::read_text(tok));
-  }
-  const double wall = elapsed_before + seconds_since(run_start);
-  const std::int64_t tokens_seen = step * o.tokens_per_step();
-  const double tps = static_cast<double>(tokens_seen) / std::max(train_time, 1e-9);
-  json per_cluster = json::object();
-  const json& init_per = meta_state.value("initial_valid_loss_per_cluster", json::object());
-  for (auto it = final_valid_per.begin(); it != final_valid_per.end(); ++it)
-    per_cluster[it.key()] = {{"initial", init_per.value(it.key(), json())}, {"final", it.value()}};
-  json summary{{"mode", o.mode},
-               {"clusters", clusters},
-               {"base", o.base},
-               {"steps", step},
-               {"tokens_seen", tokens_seen},
-               {"wall_time_s", wall},
-               {"train_time_s", train_time},
-               {"tokens_per_s", tps},
-               {"final_train_loss", last_loss},
-               {"final_valid_loss", final_valid},
-               {"initial_valid_loss", meta_state.value("initial_valid_loss", json())},
-               {"valid_loss_per_cluster", per_cluster},
-               {"trainable_parameters", n_trainable},
-               {"flops_per_token", flops_per_token},
-               {"peak_memory_bytes", memory_bytes()},
-               {"device", device.str()},
-               {"bf16", bf16},
-               {"resumed", meta_state.value("resumed", 0)}};
-  if (peak_tflops > 0) summary["mfu"] = tps * flops_per_token / (peak_tflops * 1e12);
-  fs::write_json_atomic(summary_path, summary);
-  spdlog::info("finished: {} tokens in {}, {} tokens/s; train loss {:.4f}, valid loss {:.4f}",
-               human_count(static_cast<double>(tokens_seen)), human_duration(wall), human_count(tps), last_loss,
-               final_valid);
-  return summary;
+  if (!o.packed()) return runs.front()->summary;
+  for (auto& r : runs) results[std::to_string(r->o.cluster)] = r->summary;
+  return json{{"mode", o.mode}, {"pack", o.clusters}, {"experts", results},
+              {"wall_time_s", seconds_since(pack_start)}};
 }
 
 }  // namespace moin

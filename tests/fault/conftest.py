@@ -113,7 +113,7 @@ def train_config(path, partition, base, **over):
     cfg = {"mode": "expert", "partition": str(partition), "cluster": 0, "base": str(base), "seq_len": 32,
            "micro_batch": 4, "max_steps": 8, "lr": 3e-3, "warmup_steps": 2, "lora": {"r": 4, "alpha": 8},
            "eval_every": 0, "eval_tokens": 256, "checkpoint_every": 2, "keep_checkpoints": 2, "log_every": 1,
-           "num_threads": 1, "device": "cpu"}
+           "num_threads": 1, "device": "cpu", "keep_final_checkpoint": True}
     cfg.update(over)
     with open(path, "w") as f:
         json.dump(cfg, f)

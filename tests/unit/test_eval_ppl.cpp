@@ -17,21 +17,22 @@ using moin::test::TempDir;
 // A reference "model": the NLL of token x under adapter a is cost(a, x); it records what it is asked.
 struct TableScorer : moin::Scorer {
   int adapters;
-  int current = -1;
-  std::vector<int> use_calls;
+  std::vector<int> rows_per_adapter_calls;  // every adapter named, once per row
+  std::vector<std::size_t> batch_sizes;
   std::vector<int> seen_from;
   explicit TableScorer(int n) : adapters(n) {}
   static double cost(int a, int x) { return 1.0 + 0.25 * std::abs((a + 1) - x % 7); }
-  void use(int a) override {
-    current = a;
-    use_calls.push_back(a);
-  }
-  std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from) override {
+  std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
+                          const std::vector<int>& adapter) override {
     std::vector<double> out;
+    batch_sizes.push_back(seqs.size());
     for (std::size_t i = 0; i < seqs.size(); ++i) {
+      EXPECT_GE(adapter[i], -1);
+      EXPECT_LT(adapter[i], adapters);
+      rows_per_adapter_calls.push_back(adapter[i]);
       seen_from.push_back(from[i]);
       double s = 0;
-      for (std::size_t t = static_cast<std::size_t>(from[i]); t < seqs[i].size(); ++t) s += cost(current, seqs[i][t]);
+      for (std::size_t t = static_cast<std::size_t>(from[i]); t < seqs[i].size(); ++t) s += cost(adapter[i], seqs[i][t]);
       out.push_back(s);
     }
     return out;
@@ -67,6 +68,7 @@ TEST(EvalPpl, EverySystemMatchesABruteForceReference) {
   moin::PplOptions opts;
   opts.prefix_tokens = P;
   opts.batch_size = 3;
+  opts.oracle = true;
   auto r = moin::evaluate_perplexity(docs, base, K, /*dense_adapter=*/K, &cpt, opts);
 
   // Independent sums, system by system.
@@ -106,10 +108,12 @@ TEST(EvalPpl, EverySystemMatchesABruteForceReference) {
   for (const auto& [k, c] : r.find("MoIN (routed)")->per_cluster) cluster_nll += c.nll;
   EXPECT_NEAR(cluster_nll, moin_nll, 1e-6);
 
-  // Only the tokens after the prefix are scored; each adapter is attached once (work grouped by expert).
+  // Only the tokens after the prefix are scored; each (document, adapter) pair once (the oracle scores every
+  // expert on every document, which covers routed and random); batches are full whatever their adapters.
   for (int f : base.seen_from) EXPECT_EQ(f, 1 + P);
-  std::multiset<int> calls(base.use_calls.begin(), base.use_calls.end());
-  for (int e = 0; e <= K; ++e) EXPECT_EQ(calls.count(e), 1u) << "adapter " << e;
+  std::multiset<int> calls(base.rows_per_adapter_calls.begin(), base.rows_per_adapter_calls.end());
+  for (int e = -1; e <= K; ++e) EXPECT_EQ(calls.count(e), docs.size()) << "adapter " << e;
+  for (std::size_t i = 0; i + 1 < base.batch_sizes.size(); ++i) EXPECT_EQ(base.batch_sizes[i], 3u);
 
   auto j = r.to_json();
   EXPECT_EQ(j["systems"].size(), 6u);
@@ -129,8 +133,60 @@ TEST(EvalPpl, WithoutOracleOnlyNeededExpertsAreScored) {
   opts.random = false;
   auto r = moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts);
   EXPECT_EQ(r.systems.size(), 2u);  // base, MoIN
-  std::set<int> used(base.use_calls.begin(), base.use_calls.end());
+  std::set<int> used(base.rows_per_adapter_calls.begin(), base.rows_per_adapter_calls.end());
   EXPECT_EQ(used, (std::set<int>{-1, 2}));
+}
+
+// Clusters without an expert (too small, or a failed job) route to the base and are counted on their own;
+// random and oracle choose among the experts that exist; the oracle on a sample covers just that sample.
+TEST(EvalPpl, ClustersWithoutAnExpertRouteToTheBaseAndTheOracleSampleIsFixed) {
+  const int K = 5, P = 2;
+  auto docs = random_docs(60, K, P, 21);
+  std::vector<std::string> status = {"ok", "too_small", "ok", "unfinished", "ok"};
+  TableScorer base(K);
+  moin::PplOptions opts;
+  opts.prefix_tokens = P;
+  opts.batch_size = 4;
+  opts.oracle = true;
+  opts.oracle_docs = 10;
+  auto r = moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts, status);
+  for (int a : base.rows_per_adapter_calls) EXPECT_TRUE(a == -1 || status[static_cast<std::size_t>(a)] == "ok") << a;
+  double moin_nll = 0, none_nll = 0, orc = 0, orc_base = 0;
+  std::int64_t none_docs = 0, sampled = 0;
+  for (const auto& d : docs) {
+    const bool has = status[static_cast<std::size_t>(d.routed)] == "ok";
+    moin_nll += doc_nll(d, has ? d.routed : -1);
+    if (!has) none_nll += doc_nll(d, -1), ++none_docs;
+    EXPECT_EQ(status[static_cast<std::size_t>(d.random)], "ok");
+    if (d.oracle >= 0) {
+      ++sampled;
+      double best = 1e300;
+      for (int e : {0, 2, 4}) best = std::min(best, doc_nll(d, e));
+      orc += best;
+      orc_base += doc_nll(d, -1);
+    }
+  }
+  ASSERT_GT(none_docs, 0);
+  EXPECT_EQ(sampled, 10);
+  EXPECT_EQ(r.oracle_docs, 10);
+  EXPECT_NEAR(r.find("MoIN (routed)")->overall.nll, moin_nll, 1e-9);
+  EXPECT_EQ(r.routed_without_expert.docs, none_docs);
+  EXPECT_NEAR(r.routed_without_expert.nll, none_nll, 1e-9);
+  const auto* o = r.find("oracle expert (sample of 10 docs)");
+  ASSERT_NE(o, nullptr);
+  EXPECT_NEAR(o->overall.nll, orc, 1e-9);
+  EXPECT_NEAR(o->base_same_docs.nll, orc_base, 1e-9);
+  auto j = r.to_json();
+  EXPECT_EQ(j["clusters_without_expert"]["1"], "too_small");
+  EXPECT_EQ(j["clusters_without_expert"]["3"], "unfinished");
+  EXPECT_EQ(j["routed_without_expert"]["docs"], none_docs);
+  auto md = r.markdown();
+  EXPECT_NE(md.find("routed to clusters without an expert"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1 (no expert) |"), std::string::npos) << md;
+  // Every expert missing is an error, not a table of base figures.
+  EXPECT_THROW(moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts,
+                                         std::vector<std::string>(K, "missing")),
+               moin::UserError);
 }
 
 TEST(EvalPpl, RouterSeesOnlyThePrefix) {

@@ -1,4 +1,4 @@
-// LoRA adapters on bare Linears shaped like a tiny Llama: init, attach/detach, merge/unmerge, gradients (a
+// LoRA adapters on bare Linears shaped like a tiny Llama: init, adapter sets, merge/unmerge, gradients (a
 // finite-difference check in double precision), the PEFT folder round trip and the rejection of adapters
 // that do not fit. The comparison with PEFT itself is tests/python/test_peft_ref.py.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
 #include "moin/model/llama.h"
-#include "moin/model/lora.h"
+#include "moin/model/adapter_set.h"
 #include "moin/model/safetensors.h"
 #include "moin/model/safetensors_torch.h"
 #include "test_util.h"
@@ -30,6 +30,7 @@ NamedLinears tiny_llama(int layers, std::int64_t h = 8, std::int64_t kv = 4, std
     }
     lin->to(dtype);
     lin->weight.requires_grad_(false);  // the base is frozen
+    lin->lora_slot = static_cast<std::int64_t>(out.size());
     out.emplace_back(p.name, lin);
   }
   return out;
@@ -43,15 +44,23 @@ void randomize_b(LoraAdapter& a, std::uint64_t seed = 7) {
 }
 
 // Each projection applied to a fixed random input of its width.
-std::vector<torch::Tensor> outputs(const NamedLinears& base, std::uint64_t seed = 3) {
+std::vector<torch::Tensor> outputs(const NamedLinears& base, const LoraRouting* lora = nullptr, std::uint64_t seed = 3) {
   torch::manual_seed(seed);
   std::vector<torch::Tensor> ys;
   for (const auto& [name, lin] : base) {
     auto x = torch::randn({2, 3, lin->in_features}, lin->weight.options().requires_grad(false));
-    ys.push_back(lin.ptr()->forward(x));
+    ys.push_back(lin.ptr()->forward(x, lora));
   }
   return ys;
 }
+
+// A set holding `a`, and the routing that puts it on every row (constructed in place: the routing points
+// at the set).
+struct Attached {
+  AdapterSet set;
+  LoraRouting all;
+  Attached(const NamedLinears& base, const LoraAdapter& a) : set(base) { all = LoraRouting::all(set, set.add(a)); }
+};
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -105,8 +114,8 @@ TEST(Lora, CreateInitialisesLikePeft) {
 
   // B = 0: the adapted model starts equal to the base.
   auto y0 = outputs(base);
-  a.attach(base);
-  auto y1 = outputs(base);
+  Attached at(base, a);
+  auto y1 = outputs(base, &at.all);
   for (std::size_t i = 0; i < y0.size(); ++i) EXPECT_TRUE(torch::equal(y0[i], y1[i]));
 }
 
@@ -125,24 +134,23 @@ TEST(Lora, TargetSubsetAndUnknownTarget) {
   EXPECT_NE(msg.find("matches no projection"), std::string::npos) << msg;
 }
 
-TEST(Lora, AttachComputesScaledUpdateAndSharesTensors) {
+TEST(Lora, AdapterSetComputesScaledUpdateAndSharesTensors) {
   auto base = tiny_llama(1);
   LoraOptions o;
   o.r = 4;
   o.alpha = 6;
   auto a = LoraAdapter::create(base, o);
   randomize_b(a);
-  a.attach(base);
+  Attached at(base, a);
   const auto& [name, lin] = base[4];  // gate_proj
   const auto& m = a.modules()[4];
   ASSERT_EQ(m.name, name);
-  EXPECT_EQ(lin->lora_A.data_ptr(), m.A.data_ptr());  // by pointer, no copy
+  EXPECT_EQ(at.set.entry(lin->lora_slot, 0)->A.data_ptr(), m.A.data_ptr());  // by pointer, no copy
   torch::NoGradGuard g;
   auto x = torch::randn({5, lin->in_features});
   auto ref = x.matmul(lin->weight.t()) + 1.5 * x.matmul(m.A.t()).matmul(m.B.t());
-  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), ref, 1e-5, 1e-5));
-  LoraAdapter::detach(base);
-  EXPECT_FALSE(lin->has_lora());
+  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x, &at.all), ref, 1e-5, 1e-5));
+  // No routing: the bare base, whatever sets exist.
   EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), x.matmul(lin->weight.t()), 1e-6, 1e-6));
 }
 
@@ -155,14 +163,14 @@ TEST(Lora, RsLoraScaling) {
   auto a = LoraAdapter::create(base, o);
   randomize_b(a);
   EXPECT_DOUBLE_EQ(a.scaling(), 4.0);  // 8 / sqrt(4), not 8 / 4
-  a.attach(base);
-  EXPECT_DOUBLE_EQ(base[0].second->lora_scaling, 4.0);
+  Attached at(base, a);
+  EXPECT_DOUBLE_EQ(at.set.entry(0, 0)->scaling, 4.0);
   torch::NoGradGuard g;
   const auto& lin = base[0].second;
   const auto& m = a.modules()[0];
   auto x = torch::randn({3, lin->in_features});
   auto ref = x.matmul(lin->weight.t()) + 4.0 * x.matmul(m.A.t()).matmul(m.B.t());
-  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x), ref, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(lin.ptr()->forward(x, &at.all), ref, 1e-5, 1e-5));
 }
 
 TEST(Lora, MergeAndUnmergeAgreeWithAttached) {
@@ -173,15 +181,17 @@ TEST(Lora, MergeAndUnmergeAgreeWithAttached) {
   o.r = 4;
   auto a = LoraAdapter::create(base, o);
   randomize_b(a);
-  a.attach(base);
-  auto attached = outputs(base);
-  a.merge(base);  // also clears the slots it would double-count
-  for (const auto& [n, lin] : base) EXPECT_FALSE(lin->has_lora()) << n;
+  std::vector<torch::Tensor> attached;
+  {
+    Attached at(base, a);
+    attached = outputs(base, &at.all);
+  }
+  a.merge(base);
   auto merged = outputs(base);
   for (std::size_t i = 0; i < attached.size(); ++i)
     EXPECT_LT((attached[i] - merged[i]).abs().max().item<double>(), 1e-5) << base[i].first;
   EXPECT_THROW(a.merge(base), UserError);
-  EXPECT_THROW(a.attach(base), UserError);
+  EXPECT_THROW(AdapterSet(base).add(a), UserError);  // a merged adapter would count twice
   a.unmerge(base);
   for (std::size_t i = 0; i < base.size(); ++i)
     EXPECT_LT((base[i].second->weight - w0[i]).abs().max().item<double>(), 1e-5) << base[i].first;
@@ -209,10 +219,10 @@ TEST(Lora, OnlyAdapterTensorsGetGradients) {
   o.dropout = 0.1;
   auto a = LoraAdapter::create(base, o);
   randomize_b(a);
-  a.attach(base);
+  Attached at(base, a);
   for (const auto& [n, lin] : base) lin.ptr()->train();
   torch::Tensor loss = torch::zeros({});
-  for (const auto& y : outputs(base)) loss = loss + y.pow(2).mean();
+  for (const auto& y : outputs(base, &at.all)) loss = loss + y.pow(2).mean();
   loss.backward();
   for (const auto& [n, lin] : base) {
     EXPECT_FALSE(lin->weight.grad().defined()) << n;
@@ -236,6 +246,7 @@ TEST(Lora, FiniteDifferenceGradientCheck) {
     lin->weight.normal_();
   }
   lin->weight.requires_grad_(false);
+  lin->lora_slot = 0;
   base.emplace_back("model.layers.0.self_attn.q_proj", lin);
   LoraOptions o;
   o.r = 3;
@@ -244,10 +255,10 @@ TEST(Lora, FiniteDifferenceGradientCheck) {
   auto a = LoraAdapter::create(base, o);
   ASSERT_EQ(a.modules()[0].A.scalar_type(), torch::kFloat64);
   randomize_b(a);
-  a.attach(base);
+  Attached at(base, a);
   auto x = torch::randn({2, 5}, torch::kFloat64).requires_grad_(true);
   auto g = torch::randn({2, 4}, torch::kFloat64);
-  auto loss = [&] { return (lin->forward(x) * g).sum(); };
+  auto loss = [&] { return (lin->forward(x, &at.all) * g).sum(); };
   loss().backward();
   const double eps = 1e-6;
   std::vector<torch::Tensor> wrt = {a.modules()[0].A, a.modules()[0].B, x};

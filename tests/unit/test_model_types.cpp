@@ -12,7 +12,7 @@
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
 #include "moin/model/checkpoint.h"
-#include "moin/model/lora.h"
+#include "moin/model/adapter_set.h"
 #include "moin/model/safetensors_torch.h"
 #include "test_util.h"
 
@@ -196,9 +196,10 @@ TEST(LlamaTypes, BiasesWhereTheArchitectureHasThemFrozenAndUntouchedByLora) {
   lo.r = 2;
   auto adapter = moin::LoraAdapter::create(base, lo);
   adapter.randomize_b(1);
-  adapter.attach(base);
+  moin::AdapterSet set(base);
+  auto all = moin::LoraRouting::all(set, set.add(adapter));
   auto before = q->bias.clone();
-  auto loss = m->forward(torch::randint(0, 50, {1, 6})).pow(2).mean();
+  auto loss = m->forward(torch::randint(0, 50, {1, 6}), nullptr, &all).pow(2).mean();
   loss.backward();
   EXPECT_FALSE(q->bias.requires_grad());
   EXPECT_FALSE(q->bias.grad().defined());

@@ -4,7 +4,8 @@
 #include <cmath>
 
 #include "moin/eval/llama_scorer.h"
-#include "moin/model/lora.h"
+#include "moin/core/fs.h"
+#include "moin/model/adapter_set.h"
 #include "moin/route/routed_model.h"
 #include "test_util.h"
 
@@ -51,37 +52,45 @@ std::vector<std::string> save_adapters(const TempDir& dir, moin::LlamaForCausalL
   return dirs;
 }
 
-// The reference: one sequence at a time, logits from the plain forward pass, log_softmax, summed.
-double reference_nll(moin::LlamaForCausalLM& m, const std::vector<int>& seq, int from) {
+// The reference: one sequence at a time, logits from the plain forward pass with one adapter on the whole
+// batch (or none), log_softmax, summed.
+double reference_nll(moin::LlamaForCausalLM& m, const std::vector<int>& seq, int from,
+                     const moin::LoraRouting* lora = nullptr) {
   torch::NoGradGuard g;
   auto t = torch::tensor(std::vector<std::int64_t>(seq.begin(), seq.end()), torch::kLong).unsqueeze(0);
-  auto logp = torch::log_softmax(m->forward(t).to(torch::kDouble), -1)[0];
+  auto logp = torch::log_softmax(m->forward(t, nullptr, lora).to(torch::kDouble), -1)[0];
   double s = 0;
   for (std::size_t i = static_cast<std::size_t>(from); i < seq.size(); ++i)
     s -= logp[static_cast<std::int64_t>(i) - 1][seq[i]].item<double>();
   return s;
 }
 
-TEST(LlamaScorer, BatchedPaddedNllMatchesOneByOneReference) {
+TEST(LlamaScorer, MixedAdapterBatchMatchesOneByOneReference) {
   TempDir dir;
   auto ref = tiny_model();
   auto dirs = save_adapters(dir, ref, 2);
   moin::RoutedModel rm(tiny_model(), dirs, 2);
   moin::LlamaScorer scorer(rm);
-  std::vector<std::vector<int>> seqs = {{1, 5, 7, 9, 11, 13, 2}, {1, 4}, {1, 8, 8, 8, 30, 31, 32, 33, 34, 35, 36}};
-  std::vector<int> from = {3, 1, 5};
-  for (int a : {-1, 0, 1}) {
-    scorer.use(a);
-    auto got = scorer.nll(seqs, from);
-    // The reference model attaches the same adapter from disk itself.
-    moin::LoraAdapter::detach(ref->linears());
-    moin::LoraAdapter adapter;
-    if (a >= 0) {
-      adapter = moin::LoraAdapter::load(dirs[a], ref->linears());
-      adapter.attach(ref->linears());
+  std::vector<std::vector<int>> seqs = {{1, 5, 7, 9, 11, 13, 2}, {1, 4}, {1, 8, 8, 8, 30, 31, 32, 33, 34, 35, 36},
+                                        {1, 9, 9, 3, 3}};
+  std::vector<int> from = {3, 1, 5, 2};
+  // The reference model uses the same adapters from disk, one sequence and one adapter at a time.
+  std::vector<moin::LoraAdapter> loaded;
+  for (const auto& d : dirs) loaded.push_back(moin::LoraAdapter::load(d, ref->linears()));
+  auto ref_nll = [&](std::size_t i, int a) {
+    moin::AdapterSet set(ref->linears());
+    if (a < 0) return reference_nll(ref, seqs[i], from[i]);
+    auto all = moin::LoraRouting::all(set, set.add(loaded[static_cast<std::size_t>(a)]));
+    return reference_nll(ref, seqs[i], from[i], &all);
+  };
+  // Every row on one adapter, then rows mixing the base and both experts in one batch.
+  for (const auto& adapters : std::vector<std::vector<int>>{{-1, -1, -1, -1}, {0, 0, 0, 0}, {1, 1, 1, 1},
+                                                           {0, -1, 1, 0}, {1, 0, -1, 1}}) {
+    auto got = scorer.nll(seqs, from, adapters);
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      const double want = ref_nll(i, adapters[i]);
+      EXPECT_NEAR(got[i], want, 1e-4 * (1 + std::abs(want))) << "adapter " << adapters[i] << " seq " << i;
     }
-    for (std::size_t i = 0; i < seqs.size(); ++i)
-      EXPECT_NEAR(got[i], reference_nll(ref, seqs[i], from[i]), 1e-4 * (1 + std::abs(got[i]))) << "adapter " << a << " seq " << i;
   }
 }
 
@@ -92,14 +101,12 @@ TEST(RoutedModel, AdaptersChangeTheModelAndTheCacheEvictsLeastRecentlyUsed) {
   moin::RoutedModel rm(tiny_model(), dirs, 2);
   moin::LlamaScorer s(rm);
   std::vector<std::vector<int>> seq = {{1, 5, 6, 7, 8, 9}};
-  s.use(-1);
-  double base = s.nll(seq, {1})[0];
-  s.use(0);
-  double e0 = s.nll(seq, {1})[0];
+  double base = s.nll(seq, {1}, {-1})[0];
+  double e0 = s.nll(seq, {1}, {0})[0];
   EXPECT_GT(std::abs(e0 - base), 1e-4);
-  s.use(1);
-  s.use(0);  // hit
-  s.use(2);  // miss: evicts 1, the least recently used
+  s.nll(seq, {1}, {1});
+  s.nll(seq, {1}, {0});  // hit
+  s.nll(seq, {1}, {2});  // miss: evicts 1, the least recently used
   const auto& c = rm.cache();
   EXPECT_TRUE(c.contains(0));
   EXPECT_FALSE(c.contains(1));
@@ -107,11 +114,12 @@ TEST(RoutedModel, AdaptersChangeTheModelAndTheCacheEvictsLeastRecentlyUsed) {
   EXPECT_EQ(rm.cache_stats().misses, 3);
   EXPECT_EQ(rm.cache_stats().hits, 1);
   EXPECT_EQ(rm.cache_stats().evictions, 1);
-  s.use(0);
-  EXPECT_NEAR(s.nll(seq, {1})[0], e0, 1e-6);  // the same adapter gives the same figures after swaps
-  s.use(-1);
-  EXPECT_NEAR(s.nll(seq, {1})[0], base, 1e-6);
-  EXPECT_THROW(rm.activate(3), moin::UserError);
+  EXPECT_NEAR(s.nll(seq, {1}, {0})[0], e0, 1e-6);  // the same adapter gives the same figures after swaps
+  EXPECT_NEAR(s.nll(seq, {1}, {-1})[0], base, 1e-6);
+  EXPECT_THROW(rm.batch({3}), moin::UserError);
+  // A batch may name more adapters than the cache holds.
+  auto three = s.nll({seq[0], seq[0], seq[0]}, {1, 1, 1}, {0, 1, 2});
+  EXPECT_NEAR(three[0], e0, 1e-5);
 }
 
 TEST(RoutedModel, ExpertFoldersAreFoundOrNamed) {
@@ -120,6 +128,16 @@ TEST(RoutedModel, ExpertFoldersAreFoundOrNamed) {
   save_adapters(dir, m, 2);
   auto found = moin::expert_adapter_dirs(dir.path.string(), 2);
   EXPECT_EQ(found[1], dir / "1");
+  // A cluster the trainer skipped, one whose job left no adapter, one never started.
+  std::filesystem::create_directories(dir / "2");
+  moin::fs::write_json_atomic(dir / "2" / "summary.json", nlohmann::json{{"status", "too_small"}});
+  std::filesystem::create_directories(dir / "3" / "checkpoints");
+  auto status = moin::find_experts(dir.path.string(), 5);
+  EXPECT_TRUE(status[0].ok());
+  EXPECT_EQ(status[2].status, "too_small");
+  EXPECT_EQ(status[3].status, "unfinished");
+  EXPECT_EQ(status[4].status, "missing");
+  EXPECT_TRUE(status[4].dir.empty());
   try {
     moin::expert_adapter_dirs(dir.path.string(), 3);
     FAIL() << "expected a UserError";

@@ -74,6 +74,7 @@ moin::TrainOptions tiny_options(const TempDir& dir, const std::string& out) {
   o.log_every = 2;
   o.num_threads = 1;
   o.device = "cpu";
+  o.keep_final_checkpoint = true;  // these tests read the final checkpoint
   return o;
 }
 
@@ -306,6 +307,79 @@ TEST(Trainer, ValidationLossMatchesADirectComputation) {
     for (int t = 0; t < 16; ++t) sum += (lse[t] - logits[t][row[t + 1].item<std::int64_t>()]).item<double>();
   }
   EXPECT_NEAR(got, sum / 64.0, 1e-5);
+}
+
+// A pack trains several experts in one process (one mixed-adapter forward and backward per step); each
+// ends where it ends trained alone with the same options. One expert of the pack resumes from a
+// checkpoint and finishes first: the pack goes on with the rest.
+TEST(Trainer, PackedExpertsEqualEachExpertTrainedAlone) {
+  TempDir dir;
+  make_fixture(dir, 3);
+  auto opts = [&](const std::string& out) {
+    auto o = tiny_options(dir, out);
+    o.lora.dropout = 0.0;  // dropout draws differ between a batch and its rows
+    o.max_steps = 6;
+    o.keep_final_checkpoint = false;
+    return o;
+  };
+  for (int k = 0; k < 3; ++k) {
+    auto o = opts("alone/" + std::to_string(k));
+    o.cluster = k;
+    moin::train(o);
+  }
+  // Expert 1 of the pack first stops at step 4 (a NaN), leaving its step-3 checkpoint.
+  {
+    auto o = opts("pack/1");
+    o.cluster = 1;
+    o.fault_nan_at_step = 3;
+    EXPECT_THROW(moin::train(o), moin::TrainingDiverged);
+    ASSERT_EQ(latest_step(dir / "pack/1/checkpoints"), 3);
+  }
+  auto o = opts("pack");
+  o.cluster = -1;
+  o.clusters = {0, 1, 2};
+  auto result = moin::train(o, /*resume=*/true);
+  ASSERT_EQ(result["experts"].size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    const auto a = dir / ("alone/" + std::to_string(k)), p = dir / ("pack/" + std::to_string(k));
+    expect_same_tensors(a / "adapter_model.safetensors", p / "adapter_model.safetensors", 2e-5);
+    auto sa = moin::fs::read_json(a / "summary.json"), sp = moin::fs::read_json(p / "summary.json");
+    EXPECT_NEAR(sa["final_valid_loss"].get<double>(), sp["final_valid_loss"].get<double>(), 1e-5) << k;
+    EXPECT_EQ(sp["steps"], 6);
+    EXPECT_EQ(sp["pack"]["clusters"], json({0, 1, 2}));
+    EXPECT_GT(sp["wall_time_s"].get<double>(), 0.0);
+    // A finished expert keeps no optimizer state (keep_final_checkpoint is off).
+    EXPECT_FALSE(stdfs::exists(p / "checkpoints")) << k;
+  }
+  EXPECT_EQ(moin::fs::read_json(dir / "pack/1/summary.json")["resumed"], 1);
+  // Resumed again: every expert is finished, nothing is trained.
+  auto again = moin::train(o, true);
+  EXPECT_EQ(again["experts"]["2"]["steps"], 6);
+}
+
+// A cluster below min_train_tokens, or with no training documents at all, gets no expert: a summary that
+// says so and no adapter, in a pack or alone.
+TEST(Trainer, TinyAndEmptyClustersGetNoExpert) {
+  TempDir dir;
+  make_fixture(dir, 3);
+  for (const char* ext : {".bin", ".idx", ".json"}) stdfs::remove(moin::cluster_shard(dir / "p", 2, "train") + ext);
+  // Cluster 1: 3 documents instead of 60.
+  moin::test::write_shard(moin::cluster_shard(dir / "p", 1, "train"), moin::test::cluster_docs(1, 3, 512, 3, 1), 512);
+  auto o = tiny_options(dir, "experts");
+  o.cluster = -1;
+  o.clusters = {0, 1, 2};
+  o.max_steps = 2;
+  o.min_train_tokens = moin::DocumentSet({moin::cluster_shard(dir / "p", 1, "train")}).num_tokens() + 1;
+  ASSERT_GE(moin::DocumentSet({moin::cluster_shard(dir / "p", 0, "train")}).num_tokens(), o.min_train_tokens);
+  moin::train(o);
+  EXPECT_TRUE(stdfs::exists(dir / "experts/0/adapter_model.safetensors"));
+  for (int k : {1, 2}) {
+    auto s = moin::fs::read_json(dir / ("experts/" + std::to_string(k)) / "summary.json");
+    EXPECT_EQ(s["status"], "too_small") << k;
+    EXPECT_EQ(s["min_train_tokens"], o.min_train_tokens);
+    EXPECT_FALSE(stdfs::exists(dir / ("experts/" + std::to_string(k)) / "adapter_config.json"));
+  }
+  EXPECT_EQ(moin::fs::read_json(dir / "experts/2/summary.json")["train_tokens"], 0);
 }
 
 TEST(Trainer, LaunchRunsRealJobsAndSkipsFinishedOnes) {

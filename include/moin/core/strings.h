@@ -15,6 +15,8 @@ std::vector<std::string> split(std::string_view s, char sep);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 bool starts_with(std::string_view s, std::string_view prefix);
 bool ends_with(std::string_view s, std::string_view suffix);
+// A tensor shape as "[2, 3]", for messages.
+std::string shape_str(const std::vector<std::int64_t>& shape);
 
 // "1.5 GB", "12.3 k" style figures for logs and progress lines.
 std::string human_bytes(double bytes);

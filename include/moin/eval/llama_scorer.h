@@ -1,5 +1,6 @@
 // The Scorer of a Llama model with LoRA adapters: sequences are right-padded into one batch, run through
-// the model without gradients, and the log-probability of each scored token is summed in float32.
+// the model without gradients with each row's adapter (one mixed-adapter forward pass), and the
+// log-probability of each scored token is summed in float32.
 #pragma once
 #include "moin/eval/scorer.h"
 #include "moin/route/routed_model.h"
@@ -9,8 +10,8 @@ namespace moin {
 class LlamaScorer : public Scorer {
  public:
   explicit LlamaScorer(RoutedModel& model) : model_(model) {}
-  void use(int adapter) override { model_.activate(adapter); }
-  std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from) override;
+  std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
+                          const std::vector<int>& adapter) override;
   int num_adapters() const override { return model_.num_adapters(); }
 
  private:

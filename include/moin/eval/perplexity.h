@@ -7,8 +7,14 @@
 // Perplexity is token-weighted: exp(sum of NLL / number of tokens), overall, per cluster (the routed
 // expert) and per reference label.
 //
-// Work is grouped by adapter: all documents that need expert e are scored while e is attached, so each
-// adapter is loaded once.
+// Work is batched across adapters: every (document, adapter) pair any system needs is one job; jobs are
+// ordered by adapter, then length, and cut into full batches that may mix adapters (one mixed-adapter
+// forward pass each), so each adapter is loaded once and thousands of tiny clusters still fill batches.
+// Memory is O(documents) plus the oracle's sample, never clusters x documents.
+//
+// Clusters without an expert (too small to train, or a failed job) route to the base model; their
+// documents are counted on their own (routed_without_expert). The oracle (every expert on every document)
+// is opt-in, on all documents or on a fixed sample.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -41,8 +47,10 @@ struct PplOptions {
   int min_eval_tokens = 8;
   std::int64_t max_docs = 0;
   int batch_size = 8;
-  bool oracle = true;
+  bool oracle = false;
+  std::int64_t oracle_docs = 0;
   bool random = true;
+  bool require_all_experts = false;
   std::uint64_t seed = 1234;
   int cache_size = 4;
   std::string device = "auto";
@@ -66,8 +74,13 @@ struct PplOptions {
     v("min_eval_tokens", min_eval_tokens, "documents with fewer tokens after the prefix are skipped (counted)");
     v("max_docs", max_docs, "evaluate at most this many documents (0 = all): a fixed uniform sample of the file, in file order");
     v("batch_size", batch_size, "sequences per forward pass");
-    v("oracle", oracle, "also score every expert on every document (oracle = best expert per document)");
-    v("random", random, "also score a uniformly random expert per document (seeded)");
+    v("oracle", oracle, "also score every expert on every document (oracle = best expert per document): "
+      "documents x experts forward passes");
+    v("oracle_docs", oracle_docs, "with oracle: score it on a fixed sample of this many documents (0 = all)");
+    v("random", random, "also score a uniformly random expert per document (seeded; among the experts that exist)");
+    v("require_all_experts", require_all_experts,
+      "fail when a cluster's expert is missing or unfinished (default: warn, and route its documents to the base; "
+      "clusters the trainer skipped as too small never fail)");
     v("seed", seed, "seed of the random-expert system");
     v("cache_size", cache_size, "adapters kept on the device at once (LRU)");
     v("device", device, "cpu, cuda, cuda:N or auto");
@@ -83,6 +96,7 @@ struct PplOptions {
     require(batch_size > 0, "batch_size must be positive");
     require(cache_size > 0, "cache_size must be positive");
     require(max_docs >= 0, "max_docs must be >= 0");
+    require(oracle_docs >= 0, "oracle_docs must be >= 0");
   }
 };
 
@@ -109,6 +123,8 @@ struct PplCell {
 struct PplSystem {
   std::string name;
   PplCell overall;
+  // The base model's cell on the same documents, when the system covers only some (the oracle's sample).
+  PplCell base_same_docs;
   std::map<int, PplCell> per_cluster;          // by routed expert
   std::map<std::string, PplCell> per_label;
 };
@@ -119,7 +135,10 @@ struct PplReport {
   int prefix_tokens = 0, num_experts = 0;
   double seconds = 0.0;
   std::vector<std::int64_t> index;            // per evaluated document: its position in the input
-  std::vector<int> routed, oracle;
+  std::vector<int> routed, oracle;            // oracle: -1 outside the oracle's sample
+  std::vector<std::string> expert_status;     // per cluster: ok, too_small, unfinished, missing
+  PplCell routed_without_expert;              // documents routed to a cluster without an expert (scored by the base)
+  std::int64_t oracle_docs = 0;               // documents the oracle was computed on
   std::vector<std::string> labels;
   nlohmann::json cache_stats;
   // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt": {tokens, seconds,
@@ -139,8 +158,10 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
 // The evaluation proper. `base` scores with adapters 0..K-1 = experts and (when `dense_adapter` >= 0)
 // that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model. The docs'
 // `routed` must be set (by the router, from prefix_text); random and oracle are filled in here.
+// expert_status[e] != "ok" (see find_experts) marks a cluster without an expert; empty: all have one.
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int num_experts, int dense_adapter,
-                              Scorer* cpt, const PplOptions& opts);
+                              Scorer* cpt, const PplOptions& opts,
+                              const std::vector<std::string>& expert_status = {});
 
 // The whole command: reads opts.data, loads the models, routes, evaluates, writes the reports.
 PplReport run_eval_ppl(const PplOptions& opts);

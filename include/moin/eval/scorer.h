@@ -1,5 +1,5 @@
-// Scoring token sequences under a language model with one adapter (or none) active: the one operation
-// perplexity evaluation needs. An interface so the evaluation logic (prefix routing, grouping by expert,
+// Scoring token sequences under a language model, each sequence with its own adapter (or none): the one
+// operation perplexity evaluation needs. An interface so the evaluation logic (prefix routing, batching,
 // token weighting) is tested on its own with a small reference model, and runs on a Llama base with LoRA
 // experts (llama_scorer.h) in practice.
 #pragma once
@@ -11,12 +11,11 @@ namespace moin {
 class Scorer {
  public:
   virtual ~Scorer() = default;
-  // Selects the adapter used by nll(): an index into the adapters the scorer was built with, or -1 for
-  // the bare base model.
-  virtual void use(int adapter) = 0;
-  // For each sequence i: the sum over positions t in [from[i], seqs[i].size()) of -log p(seqs[i][t] |
-  // seqs[i][0..t)), in nats. from[i] >= 1.
-  virtual std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from) = 0;
+  // For each sequence i, under adapter[i] (an index into the adapters the scorer was built with, or -1 for
+  // the bare base model): the sum over positions t in [from[i], seqs[i].size()) of -log p(seqs[i][t] |
+  // seqs[i][0..t)), in nats. from[i] >= 1. One call may mix adapters.
+  virtual std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
+                                  const std::vector<int>& adapter) = 0;
   virtual int num_adapters() const = 0;
 };
 

@@ -39,13 +39,15 @@ std::int64_t sample_token(const torch::Tensor& logits, const GenerateOptions& op
 // Continues `prompt` (token ids, BOS included when wanted; not empty) and returns only the new tokens,
 // ending with EOS when the model produced it (and stop_at_eos). Stops at max_new_tokens or when the
 // sequence reaches max_position_embeddings. on_token, when set, sees each new token as it is produced.
+// `lora`: the adapters every step uses (null: the bare base).
 std::vector<std::int64_t> generate(LlamaForCausalLM& model, const std::vector<std::int64_t>& prompt,
                                    const GenerateOptions& opts,
-                                   const std::function<void(std::int64_t)>& on_token = nullptr);
+                                   const std::function<void(std::int64_t)>& on_token = nullptr,
+                                   const LoraRouting* lora = nullptr);
 
 // BOS + tokenizer.encode(prompt) -> generate -> decoded new text (without EOS).
 std::string generate_text(LlamaForCausalLM& model, const Tokenizer& tokenizer, const std::string& prompt,
-                          const GenerateOptions& opts);
+                          const GenerateOptions& opts, const LoraRouting* lora = nullptr);
 
 // Options of `moin generate`: which model, tokenizer and adapter, the prompt, and the sampling.
 struct GenerateRunOptions {

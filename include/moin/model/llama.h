@@ -14,7 +14,7 @@
 // Conventions (those of Hugging Face transformers): RoPE rotates the two halves of each head
 // (rotate_half), cos/sin computed in float32; RMSNorm normalises in float32 and casts back before the
 // weight; grouped-query attention shares each key/value head among n_heads / n_kv_heads query heads.
-// Every projection is a moin::Linear, which carries the slot for one LoRA adapter (model/linear.h).
+// Every projection is a moin::Linear; a forward call may name LoRA adapters for it (model/lora_routing.h).
 #pragma once
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -156,7 +156,8 @@ class LlamaAttentionImpl : public torch::nn::Module {
   explicit LlamaAttentionImpl(const LlamaConfig& c);
   // x [B, T, hidden]; cos/sin for the T positions; cache_k/cache_v (may be null) extended in place.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr);
+                        torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr,
+                        const LoraRouting* lora = nullptr);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3 only: over each head, before RoPE
   std::int64_t n_heads, n_kv_heads, head_dim;
@@ -167,7 +168,8 @@ TORCH_MODULE(LlamaAttention);
 class LlamaMLPImpl : public torch::nn::Module {
  public:
   explicit LlamaMLPImpl(const LlamaConfig& c);
-  torch::Tensor forward(const torch::Tensor& x);  // down_proj(silu(gate_proj(x)) * up_proj(x))
+  // down_proj(silu(gate_proj(x)) * up_proj(x))
+  torch::Tensor forward(const torch::Tensor& x, const LoraRouting* lora = nullptr);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMLP);
@@ -176,7 +178,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayerImpl(const LlamaConfig& c);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
-                        torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr);
+                        torch::Tensor* cache_k = nullptr, torch::Tensor* cache_v = nullptr,
+                        const LoraRouting* lora = nullptr);
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -198,11 +201,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   explicit LlamaForCausalLMImpl(const LlamaConfig& c);
 
   // tokens [B, T] int64 -> logits [B, T, vocab] in the model's dtype. With a cache, the tokens continue
-  // the cached sequence (positions cache->length() ...) and the cache is extended.
-  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
+  // the cached sequence (positions cache->length() ...) and the cache is extended. `lora` names the LoRA
+  // adapters this call uses, per row or per token (model/lora_routing.h); null: the bare base.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr, const LoraRouting* lora = nullptr);
   // The final hidden states (after the last RMSNorm), [B, T, hidden]; head() turns them into logits.
   // Split so a trainer can compute the loss in chunks without materialising [B, T, vocab] at once.
-  torch::Tensor final_hidden(const torch::Tensor& tokens, KVCache* cache = nullptr);
+  torch::Tensor final_hidden(const torch::Tensor& tokens, KVCache* cache = nullptr, const LoraRouting* lora = nullptr);
   torch::Tensor head(const torch::Tensor& hidden);
 
   // Hugging Face's output_hidden_states[layer]: 0 = the token embeddings, i = the output of decoder layer
@@ -210,7 +214,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Runs only the layers needed. [B, T, hidden].
   torch::Tensor hidden_states(const torch::Tensor& tokens, std::int64_t layer);
 
-  // Every projection by its Hugging Face module name, in checkpoint order:
+  // Every projection by its Hugging Face module name, in checkpoint order (projection i has lora_slot i):
   // ("model.layers.0.self_attn.q_proj", q), k_proj, v_proj, o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj.
   std::vector<std::pair<std::string, Linear>> linears();
 

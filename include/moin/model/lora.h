@@ -3,12 +3,14 @@
 // An adapter holds, for each targeted projection of the base model ("model.layers.0.self_attn.q_proj"),
 // two small matrices A [r, in] and B [out, r]; the projection computes y = x W^T + s * x A^T B^T with
 // s = alpha / r (or alpha / sqrt(r) with rsLoRA). The base model is frozen and never owns adapter
-// tensors: attach() only points each moin::Linear's LoRA slot at the adapter's A and B, so routed
-// inference swaps experts by pointer and training updates only A and B.
+// tensors: a forward call names the adapters it uses (an AdapterSet and a LoraRouting, see
+// model/adapter_set.h), so experts are switched per call, mixed within a batch, and training updates only
+// A and B.
 //
 //   auto base = model->linears();                       // name -> Linear, HF names
 //   auto lora = LoraAdapter::create(base, opts);        // A Kaiming-uniform, B zeros (as PEFT)
-//   lora.attach(base);  ... train lora.parameters() ...  LoraAdapter::detach(base);
+//   AdapterSet set(base); set.add(lora);                // shares lora's tensors
+//   auto all = LoraRouting::all(set, 0);  model->forward(tokens, nullptr, &all);  ... train lora.parameters() ...
 //   lora.save("experts/3", "path/to/base");             // adapter_config.json + adapter_model.safetensors
 //   auto e = LoraAdapter::load("experts/3", base);      // validated against the base, on its device
 //
@@ -108,17 +110,13 @@ class LoraAdapter {
   std::vector<torch::Tensor> parameters() const;
   std::int64_t num_parameters() const;
   void set_trainable(bool trainable);
-  // Moves every tensor (keeping requires_grad). Attach again afterwards: the Linears hold the old ones.
+  // Moves every tensor (keeping requires_grad). Add it to an AdapterSet again afterwards: a set holds the
+  // old tensors.
   void to(torch::Device device, std::optional<torch::ScalarType> dtype = std::nullopt);
 
-  // Points each targeted Linear's LoRA slot at this adapter (no copies). Throws when a module is missing
-  // from `base`, or its shape, device or dtype differ.
-  void attach(const NamedLinears& base) const;
-  // Clears the LoRA slot of every Linear in `base`.
-  static void detach(const NamedLinears& base);
-
   // Folds the adapter into the base weights, W += s * B A (computed in fp32), and back, W -= s * B A.
-  // Both without autograd. merge() clears the LoRA slots it would otherwise double-count.
+  // Both without autograd: the fast path for serving one expert only. An AdapterSet refuses a merged
+  // adapter (it would count twice).
   void merge(const NamedLinears& base);
   void unmerge(const NamedLinears& base);
   bool merged() const { return merged_; }

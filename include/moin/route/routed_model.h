@@ -1,8 +1,8 @@
 // Routed inference: the base model is loaded once and stays frozen on the device; expert adapters come
 // and go. An LRU cache keeps up to `cache_size` adapters on the device, loading misses from disk (PEFT
-// folders) and counting hits, misses and load time. Activating an expert only points the base model's
-// LoRA slots at that adapter's tensors (no copies, no merges), so a swap costs nothing once it is cached;
-// callers that serve many queries group them by expert so that misses stay rare.
+// folders) and counting hits, misses and load time. Each forward call names its adapters per row
+// (batch()), so one batch mixes experts and no expert is ever "active": the base model holds no adapter
+// state. Callers that serve many queries order them by expert so that misses stay rare.
 #pragma once
 #include <memory>
 #include <string>
@@ -15,18 +15,27 @@
 namespace moin {
 
 class LoraAdapter;
+class AdapterSet;
+
+// The adapters of one forward call: the set (kept alive here) and how each row uses it.
+struct AdapterBatch {
+  std::shared_ptr<AdapterSet> set;
+  LoraRouting routing;
+  const LoraRouting* get() const { return routing.empty() ? nullptr : &routing; }
+};
 
 class RoutedModel {
  public:
-  // adapter_dirs[i] is adapter i (PEFT layout); none is read until it is first activated.
+  // adapter_dirs[i] is adapter i (PEFT layout); none is read until a batch first names it. An empty
+  // folder name is a cluster without an expert: rows that name it run on the bare base.
   RoutedModel(LlamaForCausalLM base, std::vector<std::string> adapter_dirs, int cache_size = 4);
   ~RoutedModel();
   RoutedModel(const RoutedModel&) = delete;  // the cache's loader refers to this object
   RoutedModel& operator=(const RoutedModel&) = delete;
 
-  // Attaches adapter i (loading it on a miss), or detaches every adapter for i = -1 (the bare base).
-  void activate(int adapter);
-  int active() const { return active_; }
+  // The adapters of a batch whose row b uses adapter per_row[b] (-1: the bare base), loading cache misses.
+  // A batch may name more adapters than the cache holds: they stay alive until the batch is gone.
+  AdapterBatch batch(const std::vector<int>& per_row);
   int num_adapters() const { return static_cast<int>(dirs_.size()); }
   LlamaForCausalLM& model() { return base_; }
   const CacheStats& cache_stats() const { return cache_.stats(); }
@@ -36,16 +45,24 @@ class RoutedModel {
   LlamaForCausalLM base_;
   std::vector<std::string> dirs_;
   LruCache<std::shared_ptr<LoraAdapter>> cache_;
-  int active_ = -1;
 };
 
-// The adapter folder of each expert 0..k-1 under `experts_dir`: EXPERTS/<k>, or the layouts
-// EXPERTS/expert_<k> / EXPERTS/expert-<k> / EXPERTS/cluster_<k> when those exist. UserError naming the
-// first expert whose folder is missing (no adapter_config.json).
+// What an experts folder holds for cluster k: EXPERTS/<k>/ with an adapter (adapter_config.json), or no
+// expert, and why.
+struct ExpertFolder {
+  std::string dir;     // EXPERTS/<k> when it holds an adapter, else ""
+  std::string status;  // "ok"; "too_small" (the trainer skipped a cluster under its minimum of training
+                       // tokens: routes to the base by design); "unfinished" (a folder without an adapter: the
+                       // job failed or still runs); "missing" (no folder)
+  bool ok() const { return status == "ok"; }
+};
+std::vector<ExpertFolder> find_experts(const std::string& experts_dir, int k);
+
+// The adapter folder of each expert 0..k-1 (EXPERTS/<k>). UserError naming the first expert without one.
 std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k);
 
 // Routed generation: the router picks the expert from the prompt (its first `prefix_tokens` tokens, 0 =
-// all of it), that expert is activated, and the prompt is continued. `expert` (optional) receives it.
+// all of it), and the prompt is continued with that expert. `expert` (optional) receives it.
 class Router;
 class Tokenizer;
 std::string generate_routed(RoutedModel& model, const Router& router, const Tokenizer& tokenizer,

@@ -5,17 +5,27 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moin/core/config.h"
 #include "moin/model/lora.h"
 
 namespace moin {
 
+// What a run trains: one LoRA adapter on one cluster (or a pack of clusters, one adapter each), one LoRA
+// adapter on every cluster's data, or every parameter of the model. The one place that knows the modes.
+enum class TrainMode { Expert, DenseLora, Full };
+TrainMode parse_train_mode(const std::string& name);  // "expert", "dense-lora", "full"; UserError otherwise
+const char* train_mode_name(TrainMode mode);
+inline bool trains_adapter(TrainMode mode) { return mode != TrainMode::Full; }
+
 struct TrainOptions {
   // What is trained, on which data, from which base, to where.
   std::string mode = "expert";
   std::string partition;
   int cluster = -1;
+  std::vector<int> clusters;
+  std::int64_t min_train_tokens = 0;
   std::string base;
   std::string model_config;
   std::string output;
@@ -44,6 +54,7 @@ struct TrainOptions {
   std::int64_t eval_tokens = 16384;
   std::int64_t checkpoint_every = 100;
   int keep_checkpoints = 2;
+  bool keep_final_checkpoint = false;
   std::int64_t log_every = 10;
 
   // Reproducibility and hardware.
@@ -63,6 +74,13 @@ struct TrainOptions {
       "full (every parameter: pre-training or continued pre-training)");
     v("partition", partition, "partition folder (manifest.json, clusters/<k>/train.bin|valid.bin)");
     v("cluster", cluster, "cluster trained on (expert mode); -1 in dense-lora/full: every cluster");
+    v("clusters", clusters,
+      "expert mode, packed: train these clusters' experts in one process (one mixed-adapter forward and backward "
+      "per step through the shared base, each expert with its own optimizer, schedule, checkpoints and summary); "
+      "output is then the experts folder and expert k goes to OUTPUT/<k>");
+    v("min_train_tokens", min_train_tokens,
+      "expert mode: a cluster with fewer training tokens gets no expert (OUTPUT/summary.json says status "
+      "\"too_small\"; its queries route to the base); 0: one training sequence (seq_len + 1 tokens)");
     v("base", base, "base model folder (Hugging Face layout); empty in full mode: start from model_config");
     v("model_config", model_config,
       "full mode without a base: config.json of the model to initialise randomly (seeded by seed)");
@@ -88,6 +106,8 @@ struct TrainOptions {
     v("eval_tokens", eval_tokens, "validation tokens per cluster: a fixed set of sequences of the valid split");
     v("checkpoint_every", checkpoint_every, "checkpoint every N steps (0: only at the end)");
     v("keep_checkpoints", keep_checkpoints, "checkpoints kept in checkpoints/ (older ones are deleted)");
+    v("keep_final_checkpoint", keep_final_checkpoint,
+      "keep checkpoints/ after a successful finish (default: removed; the optimizer state is ~3x the adapter)");
     v("log_every", log_every, "a metrics.jsonl line (and a log line) every N steps");
     v("seed", seed, "seed of the data order, of dropout and of a from-scratch model");
     v("device", device, "auto (CUDA when available), cpu, cuda or cuda:N");
@@ -101,7 +121,11 @@ struct TrainOptions {
 
   void validate() const;
 
-  bool lora_mode() const { return mode != "full"; }
+  TrainMode train_mode() const { return parse_train_mode(mode); }
+  bool lora_mode() const { return trains_adapter(train_mode()); }
+  bool packed() const { return !clusters.empty(); }
+  // The fewest training tokens an expert is trained on.
+  std::int64_t min_tokens() const { return min_train_tokens > 0 ? min_train_tokens : seq_len + 1; }
   // Tokens one optimizer step consumes.
   std::int64_t tokens_per_step() const {
     return static_cast<std::int64_t>(seq_len) * micro_batch * grad_accum;

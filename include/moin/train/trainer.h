@@ -1,11 +1,19 @@
-// The trainer: one run of train/options.h (an expert, the dense-LoRA baseline, or full training).
+// The trainer: one run of train/options.h (an expert, the dense-LoRA baseline, or full training), or a
+// pack of experts (TrainOptions::clusters) trained in one process: each step draws a micro-batch from every
+// expert's cluster and runs one mixed-adapter forward and backward through the shared frozen base; each
+// expert keeps its own optimizer, schedule, data order, checkpoints and summary, so it ends where it would
+// have ended trained alone (to floating-point tolerance).
 //
-// Output folder (TrainOptions::output):
+// Output folder (TrainOptions::output; in a pack, OUTPUT/<k> for each expert k):
 //   adapter_config.json, adapter_model.safetensors   the LoRA adapter, PEFT layout (expert, dense-lora)
 //   config.json, model.safetensors                   the model, Hugging Face layout (full)
-//   summary.json       written last: tokens seen, wall time, tokens/s, final train and valid loss, ...
+//   summary.json       written last: status "done" (tokens seen, wall time, tokens/s, final train and valid
+//                      loss, ...; "validation": "no validation set" when the cluster has none; in a pack,
+//                      "pack" and the expert's share of the time), or status "too_small" (a cluster under
+//                      min_train_tokens: no adapter, its queries route to the base)
 //   metrics.jsonl      one JSON line per log step (and one per evaluation)
-//   checkpoints/       step-<N>.pt and latest.json (train/train_checkpoint.h)
+//   checkpoints/       step-<N>.pt and latest.json (train/train_checkpoint.h); removed after a successful
+//                      finish unless keep_final_checkpoint
 // A run whose summary.json exists is finished.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -31,7 +39,7 @@ struct TrainingDiverged : std::runtime_error {
 // Runs the training described by `opts`. With `resume`, continues from the newest checkpoint in
 // OUTPUT/checkpoints (a fresh start when there is none; the summary as it is when the run has finished).
 // Without it, an output folder that already holds checkpoints is a UserError. Returns summary.json's
-// content.
+// content (in a pack: {"pack", "experts": {k: summary}, "wall_time_s"}).
 nlohmann::json train(const TrainOptions& opts, bool resume = false);
 
 // AdamW over `trainable` (the adapter's A and B in LoRA modes, every weight in full mode): group 0 the
@@ -45,6 +53,6 @@ std::int64_t total_train_steps(const TrainOptions& opts, int clusters_in_run);
 // inputs are the first T tokens, targets the last T), `batch` rows at a time, without gradients; the
 // model is put in eval mode and left so. NaN when there are no rows.
 double evaluate_loss(LlamaForCausalLM& model, const torch::Tensor& sequences, int batch, torch::Device device,
-                     bool autocast_bf16);
+                     bool autocast_bf16, const LoraRouting* lora = nullptr);
 
 }  // namespace moin
