@@ -12,6 +12,7 @@
 #include <iomanip>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
@@ -32,8 +33,6 @@ void LaunchOptions::validate() const {
   require(experts_per_job >= 1, "launch: experts_per_job must be at least 1");
   require(retries >= 0, "launch: retries must not be negative");
   require(slurm_options.max_array_size >= 1, "launch: slurm_options.max_array_size must be at least 1");
-  require(slurm.empty() || slurm != submit_script_path(slurm),
-          "launch: the Slurm script " + slurm + " would be overwritten by its own submit script");
   for (const auto& s : set)
     require(s.find('=') != std::string::npos, "launch: train override '" + s + "' is not key=value");
 }
@@ -153,6 +152,7 @@ std::string array_ranges(std::vector<int> ids) {
 SlurmPlan slurm_plan(const LaunchOptions& o, const std::vector<int>& clusters, const std::vector<int>& finished) {
   SlurmPlan plan;
   plan.tasks = chunk_clusters(clusters, o.experts_per_job);
+  const std::unordered_set<int> done(finished.begin(), finished.end());
   const int m = o.slurm_options.max_array_size;
   const std::string throttle = o.slurm_options.max_parallel > 0 ? "%" + std::to_string(o.slurm_options.max_parallel) : "";
   for (int offset = 0; offset < static_cast<int>(plan.tasks.size()); offset += m) {
@@ -161,7 +161,7 @@ SlurmPlan slurm_plan(const LaunchOptions& o, const std::vector<int>& clusters, c
     for (int i = offset; i < std::min(offset + m, static_cast<int>(plan.tasks.size())); ++i) {
       bool open = false;
       for (int k : plan.tasks[static_cast<std::size_t>(i)])
-        open = open || std::find(finished.begin(), finished.end(), k) == finished.end();
+        open = open || done.count(k) == 0;
       if (open) a.task_ids.push_back(i - offset);
     }
     if (a.task_ids.empty()) continue;
@@ -205,8 +205,8 @@ std::string slurm_script(const LaunchOptions& o, const SlurmPlan& plan) {
   sh << "#SBATCH --output=" << out_root << "/logs/slurm-%A_%a.log\n";
   for (const auto& e : s.extra) sh << "#SBATCH " << e << "\n";
   sh << "\nset -uo pipefail\n";
-  sh << "I=$(( ${MOIN_TASK_OFFSET:-" << first.offset
-     << "} + ${SLURM_ARRAY_TASK_ID:?run this script with sbatch (a job array)} ))\n";
+  sh << "T=${SLURM_ARRAY_TASK_ID:?run this script with sbatch (a job array)}\n";
+  sh << "I=$(( ${MOIN_TASK_OFFSET:-" << first.offset << "} + T ))\n";
   // The list is part of the script, not a file beside it: sbatch keeps a copy of the script, so a queued
   // task runs the list it was submitted with even when the script is written again meanwhile.
   sh << "TASKS=(\n";
