@@ -177,6 +177,8 @@ def test_sbatch_runs_every_expert_and_a_cancelled_task_resumes(slurm, world):
     log = (w / "experts" / "logs" / f"slurm-{again[0][1]}_0.log").read_text()
     m = re.search(r"resumed from \S+ \(step (\d+) of 24\)", log)
     assert m and int(m.group(1)) >= 2, log[-3000:]
+    with open(summary(w, 0)) as f:
+        assert json.load(f).get("resumed", 1) >= 1
 
     # Nothing is left: the local launcher skips all three, and --slurm writes no script.
     r = moin("launch", "--partition", w / "part", "--config", w / "train.json", "--output", w / "experts",
