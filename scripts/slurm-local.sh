@@ -26,6 +26,7 @@ SOCKET=$DIR/munge/munge.socket.2
 
 say() { echo "slurm-local: $*" >&2; }
 die() { say "$*"; exit 1; }
+fail_start() { say "$*"; stop_daemons; exit 1; }  # leaves no half-started cluster behind
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -52,6 +53,7 @@ answers() { SLURM_CONF=$CONF timeout 10 sinfo -h > /dev/null 2>&1; }
 
 write_config() {
   local cpus=$CPUS
+  [[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "MOIN_SLURM_CPUS must be a positive number, not '$cpus'"
   [ "$cpus" -gt "$(nproc)" ] && cpus=$(nproc)
   $SUDO mkdir -p "$DIR"/{etc,munge,state,spool,log,run}
   $SUDO chmod 700 "$DIR/munge"
@@ -107,9 +109,9 @@ start() {
   fi
   $SUDO munged --socket="$SOCKET" --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
     --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" --force \
-    || die "munged did not start (see $DIR/log/munged.log)"
-  $SUDO env SLURM_CONF="$CONF" slurmctld -f "$CONF" || die "slurmctld did not start (see $DIR/log/slurmctld.log)"
-  $SUDO env SLURM_CONF="$CONF" slurmd -f "$CONF" -N "$NODE" || die "slurmd did not start (see $DIR/log/slurmd.log)"
+    || fail_start "munged did not start (see $DIR/log/munged.log)"
+  $SUDO env SLURM_CONF="$CONF" slurmctld -f "$CONF" || fail_start "slurmctld did not start (see $DIR/log/slurmctld.log)"
+  $SUDO env SLURM_CONF="$CONF" slurmd -f "$CONF" -N "$NODE" || fail_start "slurmd did not start (see $DIR/log/slurmd.log)"
   for _ in $(seq 1 60); do
     if answers && SLURM_CONF=$CONF sinfo -h -o %t -n "$NODE" 2> /dev/null | grep -qE '^(idle|mix|alloc)'; then
       say "running: $(SLURM_CONF=$CONF sinfo -h -o '%P %D node(s) %c CPUs %t' | head -1); export SLURM_CONF=$CONF"
@@ -119,6 +121,7 @@ start() {
   done
   say "the node did not come up; last lines of the logs:"
   tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+  stop_daemons
   return 1
 }
 
