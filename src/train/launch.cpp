@@ -2,6 +2,7 @@
 
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
@@ -11,6 +12,7 @@
 #include <iomanip>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
@@ -28,7 +30,9 @@ void LaunchOptions::validate() const {
   require(!partition.empty(), "launch: the partition folder is required (--partition DIR)");
   require(!config.empty(), "launch: the train config is required (--config FILE)");
   require(jobs >= 1, "launch: jobs must be at least 1");
+  require(experts_per_job >= 1, "launch: experts_per_job must be at least 1");
   require(retries >= 0, "launch: retries must not be negative");
+  require(slurm_options.max_array_size >= 1, "launch: slurm_options.max_array_size must be at least 1");
   for (const auto& s : set)
     require(s.find('=') != std::string::npos, "launch: train override '" + s + "' is not key=value");
 }
@@ -37,6 +41,10 @@ bool LaunchReport::ok() const {
   for (const auto& j : jobs)
     if (j.status == "failed") return false;
   return true;
+}
+
+bool LaunchJob::too_small() const {
+  return summary.is_object() && summary.value("status", std::string()) == "too_small";
 }
 
 namespace {
@@ -65,16 +73,14 @@ std::vector<int> selected_clusters(const LaunchOptions& o) {
   return o.clusters;
 }
 
-std::vector<std::string> job_argv(const LaunchOptions& o, const std::string& exe, const std::string& out_root,
-                                  const std::string& cluster) {
-  std::vector<std::string> argv = {exe,         "train",  "--mode",   "expert", "--config",
-                                   o.config,    "--partition", o.partition, "--cluster", cluster,
-                                   "--output",  (stdfs::path(out_root) / cluster).string(), "--resume"};
-  for (const auto& s : o.set) {
-    argv.push_back("--set");
-    argv.push_back(s);
-  }
-  return argv;
+stdfs::path summary_path(const std::string& out_root, int k) {
+  return stdfs::path(out_root) / std::to_string(k) / "summary.json";
+}
+
+std::string join_ints(const std::vector<int>& v, const char* sep) {
+  std::vector<std::string> parts;
+  for (int k : v) parts.push_back(std::to_string(k));
+  return join(parts, sep);
 }
 
 // The GPUs jobs are spread over, as CUDA_VISIBLE_DEVICES values; empty for CPU jobs.
@@ -105,18 +111,90 @@ std::string absolute(const std::string& p) { return stdfs::absolute(p).lexically
 
 }  // namespace
 
-std::string slurm_script(const LaunchOptions& o, const std::vector<int>& clusters) {
+std::vector<std::string> train_argv(const LaunchOptions& o, const std::string& exe, const std::string& out_root,
+                                    const std::string& clusters) {
+  std::vector<std::string> argv = {exe, "train", "--mode", "expert", "--config", o.config, "--partition", o.partition};
+  if (o.experts_per_job == 1) {  // one expert per job: the command line of a single `moin train`, unchanged
+    argv.insert(argv.end(), {"--cluster", clusters, "--output", (stdfs::path(out_root) / clusters).string()});
+  } else {
+    argv.insert(argv.end(), {"--clusters", clusters, "--output", out_root});
+  }
+  argv.push_back("--resume");
+  for (const auto& s : o.set) {
+    argv.push_back("--set");
+    argv.push_back(s);
+  }
+  return argv;
+}
+
+std::vector<std::vector<int>> chunk_clusters(const std::vector<int>& clusters, int n) {
+  require(n >= 1, "launch: experts per job must be at least 1");
+  std::vector<std::vector<int>> out;
+  for (std::size_t i = 0; i < clusters.size(); i += static_cast<std::size_t>(n))
+    out.emplace_back(clusters.begin() + static_cast<std::ptrdiff_t>(i),
+                     clusters.begin() + static_cast<std::ptrdiff_t>(std::min(clusters.size(), i + static_cast<std::size_t>(n))));
+  return out;
+}
+
+std::string array_ranges(std::vector<int> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i < ids.size();) {
+    std::size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    parts.push_back(j == i ? std::to_string(ids[i]) : std::to_string(ids[i]) + "-" + std::to_string(ids[j]));
+    i = j + 1;
+  }
+  return join(parts, ",");
+}
+
+SlurmPlan slurm_plan(const LaunchOptions& o, const std::vector<int>& clusters, const std::vector<int>& finished) {
+  SlurmPlan plan;
+  plan.tasks = chunk_clusters(clusters, o.experts_per_job);
+  const std::unordered_set<int> done(finished.begin(), finished.end());
+  const int m = o.slurm_options.max_array_size;
+  const std::string throttle = o.slurm_options.max_parallel > 0 ? "%" + std::to_string(o.slurm_options.max_parallel) : "";
+  for (int offset = 0; offset < static_cast<int>(plan.tasks.size()); offset += m) {
+    SlurmArray a;
+    a.offset = offset;
+    for (int i = offset; i < std::min(offset + m, static_cast<int>(plan.tasks.size())); ++i) {
+      bool open = false;
+      for (int k : plan.tasks[static_cast<std::size_t>(i)])
+        open = open || done.count(k) == 0;
+      if (open) a.task_ids.push_back(i - offset);
+    }
+    if (a.task_ids.empty()) continue;
+    a.spec = array_ranges(a.task_ids) + throttle;
+    plan.arrays.push_back(a);
+  }
+  return plan;
+}
+
+std::string submit_script_path(const std::string& job_script) {
+  stdfs::path p(job_script);
+  return (p.parent_path() / (p.stem().string() + ".submit.sh")).string();
+}
+
+std::string slurm_script(const LaunchOptions& o, const SlurmPlan& plan) {
+  require(!plan.arrays.empty(), "launch: no Slurm array to write (every cluster is finished)");
   const std::string out_root = absolute(resolve_output(o));
+  const std::string file = absolute(o.slurm);
   const auto& s = o.slurm_options;
-  std::vector<std::string> ids;
-  for (int k : clusters) ids.push_back(std::to_string(k));
+  const SlurmArray& first = plan.arrays.front();
   std::ostringstream sh;
   sh << "#!/bin/bash\n";
-  sh << "# Generated by `moin launch --slurm`: one array task per cluster still to train.\n";
-  sh << "# Submit with: sbatch " << shell_quote(absolute(o.slurm)) << "\n";
+  sh << "# Generated by `moin launch --slurm`: " << plan.tasks.size() << " tasks of up to " << o.experts_per_job
+     << " cluster(s) each (TASKS below), " << plan.arrays.size() << " job array(s) of at most " << s.max_array_size
+     << " tasks to submit.\n";
+  sh << "# Submit every array with: bash " << shell_quote(absolute(submit_script_path(o.slurm))) << "\n";
+  if (plan.arrays.size() == 1)
+    sh << "# (the same as: sbatch " << shell_quote(file) << ")\n";
+  else
+    sh << "# (sbatch " << shell_quote(file) << " alone submits only the first array, tasks " << first.offset << "..)\n";
+  sh << "# Task i = MOIN_TASK_OFFSET + SLURM_ARRAY_TASK_ID trains the clusters of TASKS[i] that have no summary.json.\n";
   sh << "#SBATCH --job-name=" << s.job_name << "\n";
-  sh << "#SBATCH --array=" << join(ids, ",") << (s.max_parallel > 0 ? "%" + std::to_string(s.max_parallel) : "")
-     << "\n";
+  sh << "#SBATCH --array=" << first.spec << "\n";
   if (s.gpus_per_task > 0) sh << "#SBATCH --gres=gpu:" << s.gpus_per_task << "\n";
   sh << "#SBATCH --cpus-per-task=" << s.cpus_per_task << "\n";
   sh << "#SBATCH --ntasks=1\n";
@@ -127,25 +205,55 @@ std::string slurm_script(const LaunchOptions& o, const std::vector<int>& cluster
   sh << "#SBATCH --output=" << out_root << "/logs/slurm-%A_%a.log\n";
   for (const auto& e : s.extra) sh << "#SBATCH " << e << "\n";
   sh << "\nset -uo pipefail\n";
-  sh << "K=${SLURM_ARRAY_TASK_ID:?run this script with sbatch (a job array)}\n";
-  sh << "OUT=" << shell_quote(out_root) << "/$K\n";
-  sh << "if [ -f \"$OUT/summary.json\" ]; then echo \"cluster $K: finished before\"; exit 0; fi\n";
+  sh << "T=${SLURM_ARRAY_TASK_ID:?run this script with sbatch (a job array)}\n";
+  sh << "I=$(( ${MOIN_TASK_OFFSET:-" << first.offset << "} + T ))\n";
+  // The list is part of the script, not a file beside it: sbatch keeps a copy of the script, so a queued
+  // task runs the list it was submitted with even when the script is written again meanwhile.
+  sh << "TASKS=(\n";
+  for (std::size_t i = 0; i < plan.tasks.size(); ++i) sh << "  [" << i << "]=" << join_ints(plan.tasks[i], ",") << "\n";
+  sh << ")\n";
+  sh << "[ -n \"${TASKS[$I]:-}\" ] || { echo \"task $I: not one of the ${#TASKS[@]} tasks of this script\" >&2; exit 1; }\n";
+  sh << "OUT=" << shell_quote(out_root) << "\n";
+  sh << "K=\"\"  # the task's clusters still to train\n";
+  sh << "for c in ${TASKS[$I]//,/ }; do [ -f \"$OUT/$c/summary.json\" ] || K=\"$K${K:+,}$c\"; done\n";
+  sh << "if [ -z \"$K\" ]; then echo \"task $I (clusters ${TASKS[$I]}): finished before\"; exit 0; fi\n";
+  sh << "echo \"task $I: clusters $K\"\n";
   sh << "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-" << s.cpus_per_task << "}\n";
   LaunchOptions abs = o;
   abs.config = absolute(o.config);
   abs.partition = absolute(o.partition);
-  auto argv = job_argv(abs, absolute(moin_executable(o)), out_root, "CLUSTER");
+  const std::string placeholder = "\x01K\x01";
   std::string cmd;
-  for (const auto& a : argv) {
-    if (a == "CLUSTER") cmd += " \"$K\"";
-    else if (a == (stdfs::path(out_root) / "CLUSTER").string()) cmd += " \"$OUT\"";
+  for (const auto& a : train_argv(abs, absolute(moin_executable(o)), out_root, placeholder)) {
+    if (a == placeholder) cmd += " \"$K\"";
+    else if (a == (stdfs::path(out_root) / placeholder).string()) cmd += " \"$OUT/$K\"";
+    else if (a == out_root) cmd += " \"$OUT\"";
     else cmd += " " + shell_quote(a);
   }
-  // One retry, as the local launcher does: --resume continues from the last checkpoint.
+  // Retries as the local launcher does them: --resume continues from the last checkpoint.
   sh << "for attempt in $(seq 1 " << o.retries + 1 << "); do\n";
   sh << "  " << cmd.substr(1) << " && exit 0\n";
-  sh << "  echo \"cluster $K: attempt $attempt failed (exit $?)\" >&2\n";
+  sh << "  echo \"task $I (clusters $K): attempt $attempt failed (exit $?)\" >&2\n";
   sh << "done\nexit 1\n";
+  return sh.str();
+}
+
+std::string slurm_submit_script(const LaunchOptions& o, const SlurmPlan& plan) {
+  const std::string file = shell_quote(absolute(o.slurm));
+  std::ostringstream sh;
+  sh << "#!/bin/bash\n";
+  sh << "# Generated by `moin launch --slurm`: submits the " << plan.arrays.size() << " job array(s) of " << file
+     << "\n# (at most " << o.slurm_options.max_array_size
+     << " tasks each: array task ids must stay below the cluster's MaxArraySize).\n";
+  sh << "set -euo pipefail\n";
+  for (const auto& a : plan.arrays) {
+    std::string range = a.task_ids.size() == 1 ? std::to_string(a.offset + a.task_ids.front())
+                                               : std::to_string(a.offset + a.task_ids.front()) + "-" +
+                                                     std::to_string(a.offset + a.task_ids.back());
+    sh << "job=$(sbatch --parsable --array=" << a.spec << " --export=ALL,MOIN_TASK_OFFSET=" << a.offset << " "
+       << file << ")\n";
+    sh << "echo \"tasks " << range << " (" << a.task_ids.size() << "): job ${job%%;*}\"\n";
+  }
   return sh.str();
 }
 
@@ -158,15 +266,15 @@ LaunchReport launch(const LaunchOptions& opts) {
   fs::FolderLock lock(out_root);  // one launcher per experts folder; each job locks its own subfolder
 
   LaunchReport report;
-  std::vector<int> todo;
+  std::vector<int> todo, finished;
   for (int k : clusters) {
     LaunchJob j;
     j.cluster = k;
     j.log = (stdfs::path(out_root) / "logs" / (std::to_string(k) + ".log")).string();
-    stdfs::path summary = stdfs::path(out_root) / std::to_string(k) / "summary.json";
-    if (stdfs::exists(summary)) {
+    if (stdfs::exists(summary_path(out_root, k))) {
       j.status = "skipped";
-      j.summary = fs::read_json(summary);
+      j.summary = fs::read_json(summary_path(out_root, k));
+      finished.push_back(k);
     } else {
       todo.push_back(k);
     }
@@ -178,10 +286,17 @@ LaunchReport launch(const LaunchOptions& opts) {
       spdlog::info("every cluster is finished: no Slurm script written");
       return report;
     }
+    const auto plan = slurm_plan(o, clusters, finished);
     fs::ensure_dir((stdfs::path(out_root) / "logs").string());
-    fs::write_atomic(o.slurm, slurm_script(o, todo));
-    stdfs::permissions(o.slurm, stdfs::perms::owner_exec | stdfs::perms::group_exec, stdfs::perm_options::add);
-    spdlog::info("wrote {} (a job array of {} tasks); submit it with: sbatch {}", o.slurm, todo.size(), o.slurm);
+    const std::string submit = submit_script_path(o.slurm);
+    fs::write_atomic(o.slurm, slurm_script(o, plan));
+    fs::write_atomic(submit, slurm_submit_script(o, plan));
+    for (const auto& f : {o.slurm, submit})
+      stdfs::permissions(f, stdfs::perms::owner_exec | stdfs::perms::group_exec, stdfs::perm_options::add);
+    std::size_t tasks = 0;
+    for (const auto& a : plan.arrays) tasks += a.task_ids.size();
+    spdlog::info("wrote {} ({} clusters to train in {} tasks, {} job array(s)) and {}; submit with: bash {}",
+                 o.slurm, todo.size(), tasks, plan.arrays.size(), submit, submit);
     report.jobs.clear();
     return report;
   }
@@ -201,44 +316,62 @@ LaunchReport launch(const LaunchOptions& opts) {
     unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     cpu_env["OMP_NUM_THREADS"] = std::to_string(std::max(1u, cores / static_cast<unsigned>(slots)));
   }
-  spdlog::info("launch: {} clusters to train ({} finished), {} at a time on {}", todo.size(),
-               clusters.size() - todo.size(), slots, on_gpu ? "GPUs " + join(gpus, ",") : std::string("the CPU"));
 
-  auto job_of = [&](int k) -> LaunchJob& {
+  // One job per group of experts_per_job clusters still to train; a retry runs its unfinished ones.
+  struct Job {
+    std::vector<int> clusters;
+    std::string log;
+    int attempts = 0;
+    double seconds = 0.0;
+  };
+  std::vector<Job> jobs;
+  for (auto& chunk : chunk_clusters(todo, o.experts_per_job)) {
+    std::string name = chunk.size() == 1 ? std::to_string(chunk.front())
+                                         : std::to_string(chunk.front()) + "-" + std::to_string(chunk.back());
+    jobs.push_back({chunk, (stdfs::path(out_root) / "logs" / (name + ".log")).string()});
+  }
+  spdlog::info("launch: {} clusters to train ({} finished) in {} jobs, {} at a time on {}", todo.size(),
+               clusters.size() - todo.size(), jobs.size(), slots,
+               on_gpu ? "GPUs " + join(gpus, ",") : std::string("the CPU"));
+
+  auto row_of = [&](int k) -> LaunchJob& {
     for (auto& j : report.jobs)
       if (j.cluster == k) return j;
     throw std::logic_error("launch: unknown cluster");
   };
   struct Running {
-    int cluster;
+    std::size_t job;
     int slot;
     ChildProcess child;
     std::chrono::steady_clock::time_point start;
   };
-  std::deque<int> queue(todo.begin(), todo.end());
+  std::deque<std::size_t> queue;
+  for (std::size_t i = 0; i < jobs.size(); ++i) queue.push_back(i);
   std::vector<Running> running;
   std::vector<bool> busy(static_cast<std::size_t>(slots), false);
 
   while (!queue.empty() || !running.empty()) {
     for (int s = 0; s < slots && !queue.empty(); ++s) {
       if (busy[static_cast<std::size_t>(s)]) continue;
-      int k = queue.front();
+      Job& job = jobs[queue.front()];
+      const std::size_t ji = queue.front();
       queue.pop_front();
-      LaunchJob& j = job_of(k);
-      ++j.attempts;
+      ++job.attempts;
       auto env = cpu_env;
-      if (on_gpu) {
-        j.gpu = gpus[static_cast<std::size_t>(s)];
-        env["CUDA_VISIBLE_DEVICES"] = j.gpu;
-      }
-      auto argv = job_argv(o, exe, out_root, std::to_string(k));
+      std::string gpu = on_gpu ? gpus[static_cast<std::size_t>(s)] : "";
+      if (on_gpu) env["CUDA_VISIBLE_DEVICES"] = gpu;
+      auto argv = train_argv(o, exe, out_root, join_ints(job.clusters, ","));
       {
-        std::ofstream log(j.log, std::ios::app);
-        log << "# attempt " << j.attempts << ": " << join(argv, " ") << "\n";
+        std::ofstream log(job.log, std::ios::app);
+        log << "# attempt " << job.attempts << ": " << join(argv, " ") << "\n";
       }
-      spdlog::info("cluster {}: started (attempt {}{}), log {}", k, j.attempts,
-                   on_gpu ? ", GPU " + j.gpu : std::string(), j.log);
-      running.push_back({k, s, ChildProcess::spawn(argv, env, j.log), std::chrono::steady_clock::now()});
+      for (int k : job.clusters) {
+        row_of(k).gpu = gpu;
+        row_of(k).log = job.log;
+      }
+      spdlog::info("cluster{} {}: started (attempt {}{}), log {}", job.clusters.size() > 1 ? "s" : "",
+                   join_ints(job.clusters, ","), job.attempts, on_gpu ? ", GPU " + gpu : std::string(), job.log);
+      running.push_back({ji, s, ChildProcess::spawn(argv, env, job.log), std::chrono::steady_clock::now()});
       busy[static_cast<std::size_t>(s)] = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -248,20 +381,37 @@ LaunchReport launch(const LaunchOptions& opts) {
         ++i;
         continue;
       }
-      LaunchJob& j = job_of(running[i].cluster);
-      j.exit_code = *rc;
-      j.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - running[i].start).count();
-      stdfs::path summary = stdfs::path(out_root) / std::to_string(j.cluster) / "summary.json";
-      if (*rc == 0 && stdfs::exists(summary)) {
-        j.status = "done";
-        j.summary = fs::read_json(summary);
-        spdlog::info("cluster {}: done in {}", j.cluster, human_duration(j.seconds));
-      } else if (j.attempts <= o.retries) {
-        spdlog::warn("cluster {}: failed (exit {}); retrying (see {})", j.cluster, *rc, j.log);
-        queue.push_front(j.cluster);
+      Job& job = jobs[running[i].job];
+      job.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - running[i].start).count();
+      // An expert is done when its summary.json exists, whatever the exit code of the job that ran it.
+      std::vector<int> open;
+      for (int k : job.clusters) {
+        LaunchJob& r = row_of(k);
+        r.exit_code = *rc;
+        r.attempts = job.attempts;
+        r.seconds = job.seconds;
+        if (*rc == 0 && stdfs::exists(summary_path(out_root, k))) {
+          r.status = "done";
+          r.summary = fs::read_json(summary_path(out_root, k));
+          spdlog::info("cluster {}: {} in {}", k, r.too_small() ? "no expert (too small)" : "done",
+                       human_duration(job.seconds));
+        } else if (*rc != 0 && stdfs::exists(summary_path(out_root, k))) {
+          r.status = "done";  // finished before its job failed on another cluster
+          r.summary = fs::read_json(summary_path(out_root, k));
+        } else {
+          open.push_back(k);
+        }
+      }
+      if (!open.empty() && job.attempts <= o.retries) {
+        spdlog::warn("cluster{} {}: failed (exit {}); retrying (see {})", open.size() > 1 ? "s" : "",
+                     join_ints(open, ","), *rc, job.log);
+        job.clusters = open;
+        queue.push_front(running[i].job);
       } else {
-        j.status = "failed";
-        spdlog::error("cluster {}: failed (exit {}) after {} attempts; see {}", j.cluster, *rc, j.attempts, j.log);
+        for (int k : open) {
+          row_of(k).status = "failed";
+          spdlog::error("cluster {}: failed (exit {}) after {} attempts; see {}", k, *rc, job.attempts, job.log);
+        }
       }
       busy[static_cast<std::size_t>(running[i].slot)] = false;
       running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
@@ -281,15 +431,24 @@ std::string format_launch_table(const LaunchReport& report) {
   s << std::left << std::setw(8) << "cluster" << std::setw(9) << "status" << std::setw(9) << "attempts"
     << std::setw(6) << "exit" << std::setw(10) << "time" << std::setw(12) << "valid loss" << std::setw(12)
     << "(initial)" << "tokens/s\n";
+  int failed = 0, too_small = 0;
   for (const auto& j : report.jobs) {
     s << std::left << std::setw(8) << j.cluster << std::setw(9) << j.status << std::setw(9) << j.attempts
       << std::setw(6) << (j.attempts ? std::to_string(j.exit_code) : "-") << std::setw(10)
-      << (j.attempts ? human_duration(j.seconds) : "-") << std::setw(12) << num(j.summary, "final_valid_loss", 4)
-      << std::setw(12) << num(j.summary, "initial_valid_loss", 4) << num(j.summary, "tokens_per_s", 0) << "\n";
+      << (j.attempts ? human_duration(j.seconds) : "-");
+    if (j.too_small())  // finished, but with no adapter: the router sends its documents to the base
+      s << "no expert (too small)\n";
+    else
+      s << std::setw(12) << num(j.summary, "final_valid_loss", 4) << std::setw(12)
+        << num(j.summary, "initial_valid_loss", 4) << num(j.summary, "tokens_per_s", 0) << "\n";
+    failed += j.status == "failed";
+    too_small += j.too_small();
   }
-  int failed = 0;
-  for (const auto& j : report.jobs) failed += j.status == "failed";
-  s << report.jobs.size() << " clusters, " << failed << " failed\n";
+  s << report.jobs.size() << " clusters, " << failed << " failed";
+  if (too_small) s << ", " << too_small << " too small for an expert";
+  s << "\n";
+  for (const auto& j : report.jobs)
+    if (j.status == "failed") s << "cluster " << j.cluster << " failed: see " << j.log << "\n";
   return s.str();
 }
 
