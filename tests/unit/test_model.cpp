@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "moin/core/error.h"
+#include "moin/model/adapter_set.h"
 #include "moin/model/llama.h"
 #include "test_util.h"
 
@@ -192,19 +193,20 @@ TEST(Llama, LinearsAreTheRegisteredProjectionsByHuggingFaceName) {
   EXPECT_EQ(count, m->config.num_parameters());
 }
 
-TEST(Llama, AdapterSlotChangesTheOutput) {
+TEST(Llama, AdaptersNamedByACallChangeOnlyThatCall) {
   auto m = tiny_model();
   torch::NoGradGuard g;
   auto ids = tokens_of({1, 2, 3});
   auto base = m->forward(ids);
-  auto q = m->linears()[0].second;
-  q->lora_A = torch::randn({2, 32});
-  q->lora_B = torch::randn({32, 2});
-  q->lora_scaling = 0.5;
-  EXPECT_GT((m->forward(ids) - base).abs().max().item<double>(), 1e-3);
-  q->lora_A = torch::Tensor();
-  q->lora_B = torch::Tensor();
-  EXPECT_TRUE(torch::equal(m->forward(ids), base));
+  moin::LoraOptions o;
+  o.r = 2;
+  o.target_modules = {"q_proj"};
+  auto a = moin::LoraAdapter::create(m->linears(), o);
+  a.randomize_b(3, 1.0);
+  moin::AdapterSet set(m->linears());
+  auto all = moin::LoraRouting::all(set, set.add(a));
+  EXPECT_GT((m->forward(ids, nullptr, &all) - base).abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(torch::equal(m->forward(ids), base));  // the model holds no adapter state
 }
 
 TEST(Llama, FreezingAndGradients) {

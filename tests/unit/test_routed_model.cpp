@@ -130,8 +130,8 @@ TEST(RoutedModel, ExpertFoldersAreFoundOrNamed) {
   EXPECT_EQ(found[1], dir / "1");
   // A cluster the trainer skipped, one whose job left no adapter, one never started.
   std::filesystem::create_directories(dir / "2");
-  moin::fs::write_json_atomic(dir / "2" / "summary.json", nlohmann::json{{"status", "too_small"}});
-  std::filesystem::create_directories(dir / "3" / "checkpoints");
+  moin::fs::write_json_atomic(dir / "2/summary.json", nlohmann::json{{"status", "too_small"}});
+  std::filesystem::create_directories(dir / "3/checkpoints");
   auto status = moin::find_experts(dir.path.string(), 5);
   EXPECT_TRUE(status[0].ok());
   EXPECT_EQ(status[2].status, "too_small");

@@ -341,9 +341,10 @@ TEST(Trainer, PackedExpertsEqualEachExpertTrainedAlone) {
   auto result = moin::train(o, /*resume=*/true);
   ASSERT_EQ(result["experts"].size(), 3u);
   for (int k = 0; k < 3; ++k) {
-    const auto a = dir / ("alone/" + std::to_string(k)), p = dir / ("pack/" + std::to_string(k));
-    expect_same_tensors(a / "adapter_model.safetensors", p / "adapter_model.safetensors", 2e-5);
-    auto sa = moin::fs::read_json(a / "summary.json"), sp = moin::fs::read_json(p / "summary.json");
+    const stdfs::path a = dir / ("alone/" + std::to_string(k)), p = dir / ("pack/" + std::to_string(k));
+    expect_same_tensors((a / "adapter_model.safetensors").string(), (p / "adapter_model.safetensors").string(), 2e-5);
+    auto sa = moin::fs::read_json((a / "summary.json").string());
+    auto sp = moin::fs::read_json((p / "summary.json").string());
     EXPECT_NEAR(sa["final_valid_loss"].get<double>(), sp["final_valid_loss"].get<double>(), 1e-5) << k;
     EXPECT_EQ(sp["steps"], 6);
     EXPECT_EQ(sp["pack"]["clusters"], json({0, 1, 2}));
@@ -374,10 +375,10 @@ TEST(Trainer, TinyAndEmptyClustersGetNoExpert) {
   moin::train(o);
   EXPECT_TRUE(stdfs::exists(dir / "experts/0/adapter_model.safetensors"));
   for (int k : {1, 2}) {
-    auto s = moin::fs::read_json(dir / ("experts/" + std::to_string(k)) / "summary.json");
+    auto s = moin::fs::read_json(dir / ("experts/" + std::to_string(k) + "/summary.json"));
     EXPECT_EQ(s["status"], "too_small") << k;
     EXPECT_EQ(s["min_train_tokens"], o.min_train_tokens);
-    EXPECT_FALSE(stdfs::exists(dir / ("experts/" + std::to_string(k)) / "adapter_config.json"));
+    EXPECT_FALSE(stdfs::exists(dir / ("experts/" + std::to_string(k) + "/adapter_config.json")));
   }
   EXPECT_EQ(moin::fs::read_json(dir / "experts/2/summary.json")["train_tokens"], 0);
 }
