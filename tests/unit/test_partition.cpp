@@ -80,6 +80,17 @@ struct Fixture {
   }
 };
 
+// The corpus' documents, in corpus order.
+std::vector<std::string> corpus_texts(const std::string& corpus) {
+  moin::CorpusOptions c;
+  c.inputs = {corpus};
+  moin::CorpusReader r(c);
+  std::vector<std::string> texts;
+  moin::Document d;
+  while (r.next(d)) texts.push_back(d.text);
+  return texts;
+}
+
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> out;
   std::ifstream in(path);
@@ -111,14 +122,7 @@ TEST(Partition, EndToEndOnASyntheticLabelledCorpus) {
   auto tok = moin::Tokenizer::load(f.tokenizer);
   auto assignments = read_jsonl(out + "/assignments.jsonl");
   ASSERT_EQ(assignments.size(), 360u);
-  std::vector<std::string> texts;
-  {
-    moin::CorpusOptions c;
-    c.inputs = {f.corpus};
-    moin::CorpusReader r(c);
-    moin::Document d;
-    while (r.next(d)) texts.push_back(d.text);
-  }
+  std::vector<std::string> texts = corpus_texts(f.corpus);
   std::int64_t total_docs = 0, total_tokens = 0;
   for (int c = 0; c < 3; ++c) {
     for (const char* split : {"train", "valid"}) {
@@ -490,14 +494,7 @@ TEST(Partition, RouterReproducesTheAssignmentTiesIncluded) {
   moin::partition_assign(o, 0, 1);
   moin::partition_merge(o);
   auto assignments = read_jsonl(out + "/assignments.jsonl");
-  std::vector<std::string> texts;
-  {
-    moin::CorpusOptions c;
-    c.inputs = {f.corpus};
-    moin::CorpusReader r(c);
-    moin::Document doc;
-    while (r.next(doc)) texts.push_back(doc.text);
-  }
+  std::vector<std::string> texts = corpus_texts(f.corpus);
   ASSERT_EQ(assignments.size(), texts.size());
   auto router = moin::Router::load(out);
   EXPECT_EQ(router.num_experts(), 5);
