@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "moin/core/progress.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 #include "moin/partition/embedder.h"
 #include "moin/partition/encoder_embedder.h"
 #include "moin/partition/kmeans.h"

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "moin/core/config.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 #include "moin/partition/embedder.h"
 #include "moin/partition/kmeans.h"
 

@@ -26,6 +26,7 @@
 #include "moin/data/token_shard.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/lora.h"
+#include "moin/partition/layout.h"
 #include "moin/train/perf.h"
 #include "moin/train/trainer.h"
 
@@ -89,7 +90,7 @@ void write_data(const std::string& dir, int vocab, std::int64_t tokens) {
     }
     w.finish();
   }
-  moin::fs::write_json_atomic(stdfs::path(dir) / "manifest.json", {{"num_clusters", 1}});
+  moin::PartitionLayout(dir).write_manifest({{"k", 1}});
 }
 
 int run_case(const Case& c, int steps) {

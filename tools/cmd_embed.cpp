@@ -5,8 +5,7 @@
 
 #include "cli.h"
 #include "moin/model/sentence_encoder.h"
-#include "moin/partition/encoder_embedder.h"
-#include "moin/partition/model_embedder.h"
+#include "moin/partition/embedder.h"
 
 namespace moin::cli {
 
@@ -59,9 +58,10 @@ void register_embed(CLI::App& app) {
       tok_only = std::make_unique<SentenceEncoder>(SentenceEncoder::load(encoder_dir, o));
     } else if (!from.empty()) {
       emb = load_embedder(from);
-    } else if (embedder == "model") {
+    } else {
       EmbedderOptions o;
-      o.type = "model";
+      o.type = embedder;
+      o.encoder_dir = encoder_dir;
       o.model_dir = model_dir;
       o.tokenizer = tokenizer;
       o.layer = layer;
@@ -69,9 +69,7 @@ void register_embed(CLI::App& app) {
       if (max_length > 0) o.max_length = max_length;
       o.center = false;  // the mean is learned from a fit sample; here every line is embedded on its own terms
       if (!device.empty()) o.device = device;
-      emb = make_model_embedder(o);
-    } else {
-      emb = make_encoder_embedder(encoder_dir, batch_size, max_length, device);
+      emb = make_embedder(o);
     }
     std::vector<std::string> texts;
     auto flush = [&] {

@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "cli.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 
 namespace moin::cli {
 
@@ -24,15 +24,7 @@ std::vector<std::string> read_lines(const std::string& path) {
 }
 }  // namespace
 
-void register_eval_metrics(CLI::App& app) {
-  // `eval` is shared with the other evaluation commands: whoever registers first creates it.
-  CLI::App* eval = nullptr;
-  try {
-    eval = app.get_subcommand("eval");
-  } catch (const CLI::OptionNotFound&) {
-    eval = app.add_subcommand("eval", "Evaluate: perplexity, routing, cluster quality");
-    eval->require_subcommand(1);
-  }
+void register_eval_metrics(CLI::App* eval) {
   auto* cmd = eval->add_subcommand("nmi", "NMI (arithmetic normalisation), purity and top labels of clusters vs labels");
   auto& common = add_common(cmd);
   static std::string labels, clusters;

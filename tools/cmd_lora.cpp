@@ -16,28 +16,15 @@ void register_lora(CLI::App& app) {
         "init", "Write a freshly initialised adapter for a base model (A Kaiming-uniform, B zeros, as PEFT)");
     auto& common = add_common(cmd);
     static std::string model, output;
-    static int rank = 0;
-    static double alpha = 0;
-    static std::int64_t seed = 0;
-    static std::vector<std::string> targets;
     static bool random_b = false;
     cmd->add_option("--model", model, "base model folder (config.json); only its shapes are used")->required();
     cmd->add_option("--output", output, "adapter folder to write")->required();
-    auto* o_rank = cmd->add_option("--rank,-r", rank, "rank r");
-    auto* o_alpha = cmd->add_option("--alpha", alpha, "LoRA alpha");
-    auto* o_seed = cmd->add_option("--seed", seed, "seed of the initialisation");
-    auto* o_targets = cmd->add_option("--targets", targets, "target modules (q_proj k_proj ...)");
     cmd->add_flag("--random-b", random_b,
                   "also draw B ~ N(0, 0.1^2) (seed + 1), so the adapter changes the model: for checks against "
                   "other tools, not for training");
-    add_reference<LoraOptions>(cmd);
-    set_action(cmd, common, [=, &common] {
-      json flags;
-      flag(flags, o_rank, "r", rank);
-      flag(flags, o_alpha, "alpha", alpha);
-      flag(flags, o_seed, "seed", seed);
-      flag(flags, o_targets, "target_modules", targets);
-      auto opts = resolve<LoraOptions>(common, flags);
+    auto& flags = add_flags<LoraOptions>(cmd, {{"r", "--rank,-r"}, {"target_modules", "--targets"}});
+    set_action(cmd, common, [&flags, &common] {
+      auto opts = resolve<LoraOptions>(common, flags.given());
       // Only the projections' shapes matter: the model is built from config.json, its weights never read.
       LlamaForCausalLM base(LlamaConfig::load(model));
       auto adapter = LoraAdapter::create(base->linears(), opts, {torch::Device(torch::kCPU), torch::kFloat32});

@@ -14,31 +14,16 @@ void register_tokenizer(CLI::App& app) {
   {
     auto* cmd = tok->add_subcommand("train", "Train a BPE or unigram SentencePiece model on text files");
     auto& common = add_common(cmd);
-    static std::vector<std::string> input;
-    static std::string output, model_type, text_field = "text";
-    static int vocab = 0;
-    auto* o_in = cmd->add_option("--input", input,
-                                 "text files (one sentence per line), or JSONL corpora (.jsonl/.json/.ndjson, "
-                                 "optionally .gz or .zst) whose --text-field is read");
+    static std::string text_field = "text";
     cmd->add_option("--text-field", text_field, "JSONL inputs: dotted path of the text (default text)");
-    auto* o_out = cmd->add_option("--output", output, "output prefix: writes PREFIX.model and PREFIX.vocab");
-    auto* o_vocab = cmd->add_option("--vocab-size", vocab, "vocabulary size");
-    auto* o_type = cmd->add_option("--model-type", model_type, "bpe or unigram");
-    add_reference<TokenizerTrainOptions>(cmd);
-    set_action(cmd, common, [=, &common] {
-      json flags;
-      flag(flags, o_in, "input", input);
-      flag(flags, o_out, "model_prefix", output);
-      flag(flags, o_vocab, "vocab_size", vocab);
-      flag(flags, o_type, "model_type", model_type);
-      auto opts = resolve<TokenizerTrainOptions>(common, flags);
+    auto& flags = add_flags<TokenizerTrainOptions>(cmd, {{"model_prefix", "--output"}});
+    set_action(cmd, common, [&flags, &common] {
+      auto opts = resolve<TokenizerTrainOptions>(common, flags.given());
       CorpusOptions corpus;
       corpus.text_field = text_field;
       train_tokenizer_on_corpus(opts, corpus);
-      save_effective_config(std::filesystem::path(opts.model_prefix).parent_path().string().empty()
-                                ? "."
-                                : std::filesystem::path(opts.model_prefix).parent_path().string(),
-                            std::filesystem::path(opts.model_prefix).filename().string() + ".tokenizer", opts);
+      save_config_beside(opts.model_prefix,
+                         std::filesystem::path(opts.model_prefix).filename().string() + ".tokenizer", opts);
       spdlog::info("wrote {}.model (vocabulary {})", opts.model_prefix, opts.vocab_size);
     });
   }

@@ -20,7 +20,6 @@ int main(int argc, char** argv) {
   moin::cli::register_eval(app);
   moin::cli::register_run(app);
   moin::cli::register_partition(app);
-  moin::cli::register_eval_metrics(app);
   moin::cli::register_train(app);
   moin::cli::register_launch(app);
   moin::cli::register_convert(app);

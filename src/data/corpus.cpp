@@ -414,21 +414,6 @@ class LineReader {
   std::size_t pos_ = 0, len_ = 0;
 };
 
-const json* find_path(const json& obj, const std::string& dotted) {
-  const json* cur = &obj;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t dot = dotted.find('.', start);
-    std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (!cur->is_object()) return nullptr;
-    auto it = cur->find(key);
-    if (it == cur->end()) return nullptr;
-    cur = &*it;
-    if (dot == std::string::npos) return cur;
-    start = dot + 1;
-  }
-}
-
 std::string scalar_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 }  // namespace
@@ -545,7 +530,7 @@ bool CorpusReader::next(Document& doc) {
       issue(IssueKind::not_an_object, where, std::string("a JSON ") + j.type_name() + ", not an object");
       return;
     }
-    json* t = const_cast<json*>(find_path(j, opts_.text_field));
+    json* t = const_cast<json*>(json_path(j, opts_.text_field));
     if (!t || t->is_null()) {
       issue(IssueKind::missing_text, where, "no \"" + opts_.text_field + "\" field");
       return;
@@ -556,12 +541,12 @@ bool CorpusReader::next(Document& doc) {
     }
     std::string label, key;
     if (!opts_.label_field.empty()) {
-      const json* l = find_path(j, opts_.label_field);
+      const json* l = json_path(j, opts_.label_field);
       if (!l || l->is_null()) issue(IssueKind::missing_label, where, "no \"" + opts_.label_field + "\" field");
       else label = scalar_text(*l);
     }
     if (!opts_.key_field.empty()) {
-      const json* k = find_path(j, opts_.key_field);
+      const json* k = json_path(j, opts_.key_field);
       if (k && !k->is_null()) key = scalar_text(*k);
     }
     emit(std::move(t->get_ref<std::string&>()), label, key, line_no, record, ordinal);
@@ -726,5 +711,21 @@ IngestReport write_corpus_as_lines(const CorpusOptions& opts, const std::string&
 }
 
 bool is_jsonl_path(const std::string& path) { return is_jsonl_name(path); }
+
+const json* json_path(const json& obj, const std::string& dotted) {
+  const json* cur = &obj;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t dot = dotted.find('.', start);
+    std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!cur->is_object()) return nullptr;
+    auto it = cur->find(key);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+    if (dot == std::string::npos) return cur;
+    start = dot + 1;
+  }
+}
+
 
 }  // namespace moin

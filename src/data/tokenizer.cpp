@@ -114,7 +114,7 @@ std::shared_ptr<const TokenizerBackend> load_sentencepiece(const std::string& mo
 }
 
 std::string Tokenizer::find_in_model_dir(const std::string& model_dir) {
-  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
+  for (const char* name : {kSentencePieceFile, kJsonFile}) {
     auto p = std::filesystem::path(model_dir) / name;
     if (std::filesystem::is_regular_file(p)) return p.string();
   }

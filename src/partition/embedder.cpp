@@ -13,7 +13,9 @@ namespace moin {
 std::unique_ptr<Embedder> make_embedder(const EmbedderOptions& opts) {
   opts.validate();
   if (opts.type == "tfidf") return tfidf::make(opts);
-  if (opts.type == "encoder") return make_encoder_embedder(opts.encoder_dir, opts.batch_size, opts.max_length);
+  if (opts.type == "encoder")
+    return make_encoder_embedder(opts.encoder_dir, opts.batch_size, opts.max_length,
+                                 opts.device == "auto" ? "" : opts.device);
   if (opts.type == "model") return make_model_embedder(opts);
   throw UserError("unknown embedder type \"" + opts.type + "\" (tfidf, model or encoder)");
 }

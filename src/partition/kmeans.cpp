@@ -1,5 +1,5 @@
 // K-means through faiss::Clustering, with our own redo loop (each run seeded differently, the lowest
-// objective on the training points kept), k-means++ seeding for small k, and balanced assignment.
+// objective on the training points kept), k-means++ seeding for small k, and the nearest-centroid rule.
 #include "moin/partition/kmeans.h"
 
 #include <faiss/Clustering.h>
@@ -16,6 +16,7 @@
 
 #include "moin/core/fs.h"
 #include "moin/core/npy.h"
+#include "moin/partition/balance.h"
 
 namespace moin {
 namespace {
@@ -28,27 +29,6 @@ struct ThreadScope {
   }
   ~ThreadScope() { omp_set_num_threads(saved); }
 };
-
-std::unique_ptr<faiss::IndexFlat> make_index(const float* centroids, int k, int d, bool spherical) {
-  std::unique_ptr<faiss::IndexFlat> index;
-  if (spherical) index = std::make_unique<faiss::IndexFlatIP>(d);
-  else index = std::make_unique<faiss::IndexFlatL2>(d);
-  index->add(k, centroids);
-  return index;
-}
-
-// The `c` nearest centroids of rows [0, n) of x: ids and distances (smaller = nearer), [n x c].
-void search(const faiss::IndexFlat& index, const float* x, std::int64_t n, int d, int c, bool spherical,
-            std::int64_t batch, std::vector<faiss::Index::idx_t>& ids, std::vector<float>& dist) {
-  ids.resize(static_cast<std::size_t>(n) * c);
-  dist.resize(static_cast<std::size_t>(n) * c);
-  for (std::int64_t b = 0; b < n; b += batch) {
-    std::int64_t nb = std::min(batch, n - b);
-    index.search(nb, x + b * d, c, dist.data() + b * c, ids.data() + b * c);
-  }
-  if (spherical)
-    for (auto& v : dist) v = 1.0f - v;
-}
 
 // k-means++ (D^2 sampling) on unit rows for spherical, raw rows otherwise. O(n k d), sequential in k.
 std::vector<float> plus_plus(const float* x, std::int64_t n, int d, int k, std::uint64_t seed) {
@@ -187,15 +167,71 @@ KMeansResult train_kmeans(const float* x, std::int64_t n, int d, const KMeansOpt
   return best;
 }
 
-Assignment assign(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
-                  std::int64_t batch) {
+std::pair<int, float> nearest_centroid(const float* x, const float* centroids, int k, int d, bool spherical,
+                                       float* all) {
+  int best = 0;
+  double best_d = 0;
+  for (int c = 0; c < k; ++c) {
+    const float* cc = centroids + static_cast<std::size_t>(c) * d;
+    double dist = 0;
+    if (spherical) {
+      double ip = 0;
+      for (int j = 0; j < d; ++j) ip += static_cast<double>(x[j]) * cc[j];
+      dist = 1.0 - ip;
+    } else {
+      for (int j = 0; j < d; ++j) {
+        double t = static_cast<double>(x[j]) - cc[j];
+        dist += t * t;
+      }
+    }
+    if (all) all[c] = static_cast<float>(dist);
+    if (c == 0 || dist < best_d) {
+      best = c;
+      best_d = dist;
+    }
+  }
+  return {best, static_cast<float>(best_d)};
+}
+
+void nearest_centroids(const float* x, const float* centroids, int k, int d, bool spherical, int top_k, int* ids,
+                       float* distances) {
+  require(top_k >= 1 && top_k <= k, "nearest_centroids: top_k must be in [1, k]");
+  if (top_k == 1) {
+    auto [c, dist] = nearest_centroid(x, centroids, k, d, spherical);
+    ids[0] = c;
+    distances[0] = dist;
+    return;
+  }
+  // Ranked by the float distances nearest_centroid reports, then by index: the first is nearest_centroid's
+  // answer unless two double distances round to the same float, so it is taken from there.
+  std::vector<float> all(static_cast<std::size_t>(k));
+  auto [first, first_d] = nearest_centroid(x, centroids, k, d, spherical, all.data());
+  std::vector<int> order;
+  order.reserve(static_cast<std::size_t>(k) - 1);
+  for (int c = 0; c < k; ++c)
+    if (c != first) order.push_back(c);
+  std::partial_sort(order.begin(), order.begin() + (top_k - 1), order.end(),
+                    [&](int a, int b) { return all[a] != all[b] ? all[a] < all[b] : a < b; });
+  ids[0] = first;
+  distances[0] = first_d;
+  for (int j = 1; j < top_k; ++j) {
+    ids[j] = order[static_cast<std::size_t>(j) - 1];
+    distances[j] = all[static_cast<std::size_t>(ids[j])];
+  }
+}
+
+Assignment assign(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical) {
   require(k > 0 && d > 0, "assign: k and d must be positive");
   Assignment out;
   if (n <= 0) return out;
-  auto index = make_index(centroids, k, d, spherical);
-  std::vector<faiss::Index::idx_t> ids;
-  search(*index, x, n, d, 1, spherical, std::max<std::int64_t>(batch, 1), ids, out.distance);
-  out.cluster.assign(ids.begin(), ids.end());
+  out.cluster.resize(static_cast<std::size_t>(n));
+  out.distance.resize(static_cast<std::size_t>(n));
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto [c, dist] = nearest_centroid(x + i * d, centroids, k, d, spherical);
+    out.cluster[static_cast<std::size_t>(i)] = c;
+    out.distance[static_cast<std::size_t>(i)] = dist;
+  }
   return out;
 }
 
@@ -207,80 +243,25 @@ std::int64_t balanced_capacity(std::int64_t n, int k, double balance_factor) {
 }
 
 Assignment assign_balanced(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
-                           std::int64_t capacity, int candidates) {
+                           std::int64_t capacity) {
   require(k > 0 && d > 0, "assign_balanced: k and d must be positive");
-  require(capacity > 0 && capacity * k >= n,
-          "assign_balanced: capacity " + std::to_string(capacity) + " x " + std::to_string(k) +
-              " clusters cannot hold " + std::to_string(n) + " points");
   Assignment out;
-  out.cluster.assign(n, -1);
-  out.distance.assign(n, 0.0f);
   if (n <= 0) return out;
-  auto index = make_index(centroids, k, d, spherical);
-  std::vector<std::int64_t> room(k, capacity);
-
-  // Rounds of the greedy pass over the still-unassigned points, each with more candidates, until every
-  // centroid is a candidate (then every point finds room: total capacity >= n).
-  std::vector<std::int64_t> todo(n);
-  std::iota(todo.begin(), todo.end(), 0);
-  int c = std::min(std::max(candidates, 1), k);
-  while (!todo.empty()) {
-    std::vector<float> xs;
-    const float* xq = x;
-    if (static_cast<std::int64_t>(todo.size()) != n) {
-      xs.resize(todo.size() * d);
-      for (std::size_t i = 0; i < todo.size(); ++i) std::copy(x + todo[i] * d, x + (todo[i] + 1) * d, xs.begin() + i * d);
-      xq = xs.data();
-    }
-    std::int64_t m = static_cast<std::int64_t>(todo.size());
-    if (c == k && static_cast<double>(m) * k > 5e7) {
-      // Last round with many points: point by point, nearest centroid with room (bounded memory).
-      std::vector<float> dist(k);
-      for (std::int64_t i = 0; i < m; ++i) {
-        const float* xi = xq + i * d;
-        int bestc = -1;
-        float bestd = 0;
-        for (int j = 0; j < k; ++j) {
-          if (room[j] == 0) continue;
-          const float* cj = centroids + static_cast<std::size_t>(j) * d;
-          double s = 0;
-          if (spherical) {
-            for (int t = 0; t < d; ++t) s += double(xi[t]) * cj[t];
-            s = 1.0 - s;
-          } else {
-            for (int t = 0; t < d; ++t) s += (double(xi[t]) - cj[t]) * (double(xi[t]) - cj[t]);
-          }
-          if (bestc < 0 || s < bestd) {
-            bestc = j;
-            bestd = static_cast<float>(s);
-          }
-        }
-        out.cluster[todo[i]] = bestc;
-        out.distance[todo[i]] = bestd;
-        --room[bestc];
-      }
-      break;
-    }
-    std::vector<faiss::Index::idx_t> ids;
-    std::vector<float> dist;
-    search(*index, xq, m, d, c, spherical, 65536, ids, dist);
-    std::vector<std::int64_t> order(static_cast<std::size_t>(m) * c);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return dist[a] < dist[b]; });
-    for (std::int64_t p : order) {
-      std::int64_t i = p / c;
-      auto j = ids[p];
-      if (j < 0 || out.cluster[todo[i]] >= 0 || room[j] == 0) continue;
-      out.cluster[todo[i]] = static_cast<std::int32_t>(j);
-      out.distance[todo[i]] = dist[p];
-      --room[j];
-    }
-    std::vector<std::int64_t> left;
-    for (auto i : todo)
-      if (out.cluster[i] < 0) left.push_back(i);
-    todo.swap(left);
-    c = std::min(k, c * 4);
+  // The n x k distances in memory (computed in parallel) up to 512 MB; beyond, each row when it is read.
+  std::vector<float> rows, one(static_cast<std::size_t>(k));
+  const bool in_memory = static_cast<double>(n) * k <= static_cast<double>(1 << 27);
+  if (in_memory) {
+    rows.resize(static_cast<std::size_t>(n) * k);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) nearest_centroid(x + i * d, centroids, k, d, spherical, rows.data() + i * k);
   }
+  CappedAssignment ca = assign_capped(n, k, capacity, [&](std::int64_t i) -> const float* {
+    if (in_memory) return rows.data() + i * k;
+    nearest_centroid(x + i * d, centroids, k, d, spherical, one.data());
+    return one.data();
+  });
+  out.cluster = std::move(ca.cluster);
+  out.distance = std::move(ca.distance);
   return out;
 }
 

@@ -36,7 +36,7 @@ std::size_t utf8_cut(std::string_view s, std::size_t n) {
 
 std::string default_tokenizer(const std::string& model_dir) {
   std::string found = Tokenizer::find_in_model_dir(model_dir);
-  return found.empty() ? (stdfs::path(model_dir) / "tokenizer.model").string() : found;
+  return found.empty() ? (stdfs::path(model_dir) / Tokenizer::kSentencePieceFile).string() : found;
 }
 
 class ModelEmbedder : public Embedder {

@@ -21,6 +21,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "moin/core/clock.h"
 #include "moin/core/config.h"
 #include "moin/core/fs.h"
 #include "moin/core/hash.h"
@@ -30,8 +31,9 @@
 #include "moin/core/strings.h"
 #include "moin/data/token_shard.h"
 #include "moin/data/tokenizer.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 #include "moin/partition/balance.h"
+#include "moin/partition/layout.h"
 #include "tfidf_embedder.h"
 
 namespace moin {
@@ -41,18 +43,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
 constexpr const char* kConfigFile = "partition.config.json";
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::string shard_dir_name(int shard, int num_shards) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "shard-%05d-of-%05d", shard, num_shards);
-  return buf;
-}
 
 int thread_count(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
@@ -114,34 +105,6 @@ bool split_is_valid(const Document& d, double valid_fraction, std::uint64_t seed
   if (valid_fraction <= 0) return false;
   std::uint64_t h = stable_hash64(d.split_key(), seed);
   return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0) < valid_fraction;
-}
-
-// Nearest centroid of one vector, accumulated in double in a fixed order: the result of a document never
-// depends on the batch it was embedded in, so any slicing of the corpus assigns it the same way. With
-// `all`, every centroid's distance is also stored there (rounded to float): the rows a balanced merge reads.
-std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km, float* all = nullptr) {
-  int best = 0;
-  double best_d = 0;
-  for (int c = 0; c < km.k; ++c) {
-    const float* cc = km.centroids.data() + static_cast<std::size_t>(c) * km.d;
-    double d = 0;
-    if (km.spherical) {
-      double ip = 0;
-      for (int j = 0; j < km.d; ++j) ip += static_cast<double>(x[j]) * cc[j];
-      d = 1.0 - ip;
-    } else {
-      for (int j = 0; j < km.d; ++j) {
-        double t = static_cast<double>(x[j]) - cc[j];
-        d += t * t;
-      }
-    }
-    if (all) all[c] = static_cast<float>(d);
-    if (c == 0 || d < best_d) {
-      best = c;
-      best_d = d;
-    }
-  }
-  return {best, static_cast<float>(best_d)};
 }
 
 // Cuts s to at most n bytes at a UTF-8 character boundary.
@@ -241,8 +204,6 @@ json partition_fingerprint(const PartitionOptions& opts) {
   return j;
 }
 
-std::string partition_slice_dir(int shard, int num_shards) { return shard_dir_name(shard, num_shards); }
-
 PartitionOptions load_partition_options(const std::string& dir) {
   stdfs::path cfg = stdfs::path(dir) / kConfigFile;
   if (!stdfs::exists(cfg))
@@ -321,7 +282,7 @@ void partition_fit(const PartitionOptions& opts) {
     sample_cluster[i] = nearest_centroid(x.data() + i * d, km).first;
     ++sample_sizes[sample_cluster[i]];
   }
-  json fit = {{"schema_version", kSchemaVersion},
+  json fit = {{"schema_version", PartitionLayout::kSchemaVersion},
               {"corpus_documents", seen},
               {"sample_documents", texts.size()},
               {"embedder", embedder->type()},
@@ -362,7 +323,7 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   if (!stdfs::exists(out / "fit.json"))
     throw UserError(opts.output + " holds no fitted partition (fit.json is missing): run `moin partition fit` first");
   check_folder(opts, /*allow_reset=*/false);
-  stdfs::path final_dir = out / "work" / shard_dir_name(shard, num_shards);
+  stdfs::path final_dir = out / "work" / PartitionLayout::slice_name(shard, num_shards);
   if (stdfs::exists(final_dir / "done.json")) {
     spdlog::info("partition assign: slice {} of {} already done", shard, num_shards);
     return;
@@ -370,7 +331,7 @@ void partition_assign(const PartitionOptions& opts, int shard, int num_shards) {
   start_log(opts);
   auto t0 = std::chrono::steady_clock::now();
   // A killed run leaves only this temporary folder behind; it is started afresh.
-  stdfs::path tmp = out / "work" / ("." + shard_dir_name(shard, num_shards) + ".tmp");
+  stdfs::path tmp = out / "work" / ("." + PartitionLayout::slice_name(shard, num_shards) + ".tmp");
   std::error_code ec;
   stdfs::remove_all(tmp, ec);
   fs::ensure_dir(tmp);
@@ -553,55 +514,85 @@ std::string md_escape(std::string s) {
   return s;
 }
 
-}  // namespace
-
-PartitionSummary partition_merge(const PartitionOptions& opts) {
-  opts.validate();
-  stdfs::path out(opts.output);
-  if (!stdfs::exists(out / "fit.json"))
-    throw UserError(opts.output + " holds no fitted partition (fit.json is missing): run `moin partition fit` first");
-  check_folder(opts, /*allow_reset=*/false);
+// What a finished merge reported, read back from its manifest.
+PartitionSummary summary_from_manifest(const json& m) {
   PartitionSummary summary;
-  if (stdfs::exists(out / "manifest.json")) {
-    auto m = fs::read_json(out / "manifest.json");
-    spdlog::info("partition merge: already done ({})", (out / "manifest.json").string());
-    summary.clusters = m.value("k", 0);
-    summary.documents = m.value("documents", std::int64_t{0});
-    summary.tokens = m.value("tokens", std::int64_t{0});
-    summary.train_documents = m.value("train_documents", std::int64_t{0});
-    summary.valid_documents = m.value("valid_documents", std::int64_t{0});
-    summary.nmi = m.value("nmi", -1.0);
-    summary.purity = m.value("purity", -1.0);
-    if (m.contains("balance")) {
-      summary.capacity = m["balance"].value("capacity", std::int64_t{0});
-      summary.moved_documents = m["balance"].value("moved_documents", std::int64_t{0});
-    }
-    return summary;
+  summary.clusters = m.value("k", 0);
+  summary.documents = m.value("documents", std::int64_t{0});
+  summary.tokens = m.value("tokens", std::int64_t{0});
+  summary.train_documents = m.value("train_documents", std::int64_t{0});
+  summary.valid_documents = m.value("valid_documents", std::int64_t{0});
+  summary.nmi = m.value("nmi", -1.0);
+  summary.purity = m.value("purity", -1.0);
+  if (m.contains("balance")) {
+    summary.capacity = m["balance"].value("capacity", std::int64_t{0});
+    summary.moved_documents = m["balance"].value("moved_documents", std::int64_t{0});
   }
-  start_log(opts);
-  auto t0 = std::chrono::steady_clock::now();
-  int n_shards = opts.num_shards > 0 ? opts.num_shards : detect_num_shards(out / "work");
-  require(n_shards > 0, "partition merge: no finished slices in " + (out / "work").string() +
+  return summary;
+}
+
+// The number of slices to merge (given, or detected from work/); UserError unless every one is finished.
+int finished_slices(const PartitionOptions& opts, const PartitionLayout& layout) {
+  int n_shards = opts.num_shards > 0 ? opts.num_shards : detect_num_shards(layout.work_dir());
+  require(n_shards > 0, "partition merge: no finished slices in " + layout.work_dir() +
                             ": run `moin partition assign` first");
   std::vector<std::string> missing;
   for (int s = 0; s < n_shards; ++s)
-    if (!stdfs::exists(out / "work" / shard_dir_name(s, n_shards) / "done.json")) missing.push_back(std::to_string(s));
+    if (!stdfs::exists(stdfs::path(layout.slice_dir(s, n_shards)) / "done.json")) missing.push_back(std::to_string(s));
   require(missing.empty(), "partition merge: slices " + join(missing, ", ") + " of " + std::to_string(n_shards) +
                                " are not finished: run `moin partition assign --shard I --num-shards " +
                                std::to_string(n_shards) + "` for each");
+  return n_shards;
+}
 
-  KMeansResult km = load_kmeans(opts.output);
-  const int k = km.k;
-  auto fit = fs::read_json(out / "fit.json");
+// The labels against the clusters, with every one of the k clusters counted (empty trailing ones too).
+Contingency label_table(const std::vector<std::int32_t>& label_ids, const std::vector<DocRef>& refs, int k,
+                        bool nearest) {
+  std::vector<std::int32_t> cl(refs.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = nearest ? refs[i].cluster : refs[i].assigned;
+  Contingency t = contingency(label_ids, cl);
+  t.n_clusters = std::max(t.n_clusters, k);
+  t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
+  return t;
+}
 
-  // Every document of every slice, put back in corpus order (ordinal, then piece).
+// The merge, step by step; each step reads what the ones before it left here.
+struct Merge {
+  const PartitionOptions& opts;
+  const PartitionLayout& layout;
+  int n_shards = 0, k = 0;
+  KMeansResult km;
+  json fit;
+  // gather_slices: every document of every slice, and `order`, their positions in corpus order.
   std::vector<TokenShardReader> readers;
   std::vector<DocRef> refs;
   std::vector<std::string> labels;
   IngestReport ingest;
+  std::vector<std::size_t> order;
+  // cap_clusters (balanced only): the cap, the documents moved, each one's distance to its cluster.
+  bool balanced = false;
+  std::int64_t capacity = 0, moved = 0;
+  std::vector<float> assigned_distance;
+  // write_cluster_shards: the manifest's "clusters" entries, the token shards' tokenizer, the counts.
+  json clusters = json::array();
+  TokenShardInfo tok_info;
+  PartitionSummary summary;
+  // write_report: the label agreement and the balance section (also in the manifest).
+  bool have_labels = false;
+  json balance;
+
+  void gather_slices();
+  void cap_clusters();
+  void write_cluster_shards();
+  void write_assignments() const;
+  void write_report();
+  void write_manifest() const;
+};
+
+void Merge::gather_slices() {
   ingest.max_examples = opts.corpus.max_examples;
   for (int s = 0; s < n_shards; ++s) {
-    stdfs::path dir = out / "work" / shard_dir_name(s, n_shards);
+    stdfs::path dir = layout.slice_dir(s, n_shards);
     readers.emplace_back((dir / "tokens").string());
     ingest.merge(IngestReport::from_json(fs::read_json(dir / "ingest.json")));
     std::ifstream in(dir / "docs.jsonl", std::ios::binary);
@@ -616,55 +607,55 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     }
     require(local == readers.back().num_docs(), dir.string() + ": docs.jsonl and the token shard disagree");
   }
-  std::vector<std::size_t> order(refs.size());
+  // Corpus order: ordinal, then piece.
+  order.resize(refs.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
     return refs[a].ordinal != refs[b].ordinal ? refs[a].ordinal < refs[b].ordinal : refs[a].part < refs[b].part;
   });
+}
 
-  // Balancing: one cap over every document (train and valid), the greedy of balance.h in corpus order.
-  const bool balanced = opts.kmeans.balance_factor > 0;
-  std::vector<float> assigned_distance;  // balanced only: [refs] distance to the assigned cluster
-  std::int64_t capacity = 0, moved = 0;
-  if (balanced) {
-    auto t_bal = std::chrono::steady_clock::now();
-    std::vector<std::unique_ptr<DistanceRows>> rows;
-    for (int s = 0; s < n_shards; ++s)
-      rows.push_back(std::make_unique<DistanceRows>(out / "work" / shard_dir_name(s, n_shards) / "distances.f32",
-                                                    readers[s].num_docs(), k));
-    const auto n = static_cast<std::int64_t>(refs.size());
-    capacity = balanced_capacity(n, k, opts.kmeans.balance_factor);
-    CappedAssignment ca = assign_capped(n, k, capacity, [&](std::int64_t p) {
-      const DocRef& r = refs[order[p]];
-      return rows[r.shard]->row(r.local);
-    });
-    assigned_distance.resize(refs.size());
-    for (std::int64_t p = 0; p < n; ++p) {
-      DocRef& r = refs[order[p]];
-      r.assigned = ca.cluster[p];
-      assigned_distance[order[p]] = ca.distance[p];
-      moved += r.assigned != r.cluster;
-    }
-    summary.capacity = capacity;
-    summary.moved_documents = moved;
-    spdlog::info("partition merge: balanced (factor {}): at most {} documents per cluster, {} of {} documents moved "
-                 "off their nearest centroid ({:.1f} s)",
-                 opts.kmeans.balance_factor, capacity, moved, n, seconds_since(t_bal));
+// Balancing: one cap over every document (train and valid), the greedy of balance.h in corpus order.
+void Merge::cap_clusters() {
+  auto t_bal = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<DistanceRows>> rows;
+  for (int s = 0; s < n_shards; ++s)
+    rows.push_back(std::make_unique<DistanceRows>(stdfs::path(layout.slice_dir(s, n_shards)) / "distances.f32",
+                                                  readers[s].num_docs(), k));
+  const auto n = static_cast<std::int64_t>(refs.size());
+  capacity = balanced_capacity(n, k, opts.kmeans.balance_factor);
+  CappedAssignment ca = assign_capped(n, k, capacity, [&](std::int64_t p) {
+    const DocRef& r = refs[order[p]];
+    return rows[r.shard]->row(r.local);
+  });
+  assigned_distance.resize(refs.size());
+  for (std::int64_t p = 0; p < n; ++p) {
+    DocRef& r = refs[order[p]];
+    r.assigned = ca.cluster[p];
+    assigned_distance[order[p]] = ca.distance[p];
+    moved += r.assigned != r.cluster;
   }
+  summary.capacity = capacity;
+  summary.moved_documents = moved;
+  spdlog::info("partition merge: balanced (factor {}): at most {} documents per cluster, {} of {} documents moved "
+               "off their nearest centroid ({:.1f} s)",
+               opts.kmeans.balance_factor, capacity, moved, n, seconds_since(t_bal));
+}
 
-  // Per-cluster shards, written one at a time in corpus order.
+// Per-cluster shards, written one at a time in corpus order.
+void Merge::write_cluster_shards() {
   std::vector<std::vector<std::size_t>> bucket(2 * static_cast<std::size_t>(k));
   for (std::size_t i : order) bucket[2 * refs[i].assigned + (refs[i].valid ? 1 : 0)].push_back(i);
-  auto tok_info = readers.front().info();
-  json clusters = json::array();
+  tok_info = readers.front().info();
   std::vector<int> buf;
   Progress progress("merge", static_cast<std::int64_t>(refs.size()), "docs");
   for (int c = 0; c < k; ++c) {
     json entry = {{"id", c}};
     for (int v = 0; v < 2; ++v) {
       const char* split = v ? "valid" : "train";
-      std::string rel = "clusters/" + std::to_string(c) + "/" + split;
-      TokenShardWriter w((out / rel).string(), tok_info.vocab_size, tok_info.tokenizer, tok_info.tokenizer_sha256);
+      std::string rel = PartitionLayout::cluster_shard_rel(c, split);
+      TokenShardWriter w(layout.cluster_shard(c, split), tok_info.vocab_size, tok_info.tokenizer,
+                         tok_info.tokenizer_sha256);
       for (std::size_t i : bucket[2 * c + v]) {
         const auto& r = readers[refs[i].shard];
         buf.resize(static_cast<std::size_t>(r.doc_length(refs[i].local)));
@@ -685,12 +676,14 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
   progress.finish();
   summary.clusters = k;
   summary.documents = static_cast<std::int64_t>(refs.size());
+}
 
-  // assignments.jsonl: each slice's docs.jsonl is in corpus order, so reading them in step restores it.
-  fs::write_atomic_with(out / "assignments.jsonl", [&](const stdfs::path& tmp) {
+// assignments.jsonl: each slice's docs.jsonl is in corpus order, so reading them in step restores it.
+void Merge::write_assignments() const {
+  fs::write_atomic_with(stdfs::path(layout.dir()) / "assignments.jsonl", [&](const stdfs::path& tmp) {
     std::ofstream o(tmp, std::ios::binary);
     std::vector<std::ifstream> ins;
-    for (int s = 0; s < n_shards; ++s) ins.emplace_back(out / "work" / shard_dir_name(s, n_shards) / "docs.jsonl");
+    for (int s = 0; s < n_shards; ++s) ins.emplace_back(stdfs::path(layout.slice_dir(s, n_shards)) / "docs.jsonl");
     std::string line;
     for (std::size_t i : order) {
       std::getline(ins[refs[i].shard], line);
@@ -707,9 +700,12 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     o.flush();
     if (!o) throw std::runtime_error("write failed for " + tmp.string() + ": " + std::strerror(errno));
   });
+}
 
-  // Report: sizes, distinctive words, and agreement with the labels when there are labels.
-  bool have_labels = !opts.corpus.label_field.empty() && !refs.empty();
+// report.json and report.md: sizes, distinctive words, agreement with the labels when there are labels,
+// and with balancing, the cap, who moved, and how the clusters would have looked without it.
+void Merge::write_report() {
+  have_labels = !opts.corpus.label_field.empty() && !refs.empty();
   json report = {{"k", k},
                  {"documents", summary.documents},
                  {"tokens", summary.tokens},
@@ -723,11 +719,7 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
   std::vector<std::string> label_names;
   std::vector<ClusterLabels> tops;
   if (have_labels) {
-    std::vector<std::int32_t> ids = encode_labels(labels, &label_names), cl(refs.size());
-    for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].assigned;
-    Contingency t = contingency(ids, cl);
-    t.n_clusters = std::max(t.n_clusters, k);  // empty trailing clusters still count as clusters
-    t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
+    Contingency t = label_table(encode_labels(labels, &label_names), refs, k, /*nearest=*/false);
     summary.nmi = nmi(t);
     summary.purity = purity(t);
     tops = top_labels(t, 3);
@@ -740,8 +732,6 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
       report["clusters"][cl_top.cluster]["top_labels"] = tl;
     }
   }
-  // Balancing: the cap, who moved, and how the clusters would have looked without it.
-  json balance;
   if (balanced) {
     std::vector<std::int64_t> nearest_docs(k, 0);
     for (const auto& r : refs) ++nearest_docs[r.cluster];
@@ -750,18 +740,13 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
                {"moved_documents", moved},
                {"nearest_cluster_documents", nearest_docs}};
     if (have_labels) {
-      std::vector<std::int32_t> ids = encode_labels(labels), cl(refs.size());
-      for (std::size_t i = 0; i < refs.size(); ++i) cl[i] = refs[i].cluster;
-      Contingency t = contingency(ids, cl);
-      t.n_clusters = std::max(t.n_clusters, k);
-      t.counts.resize(static_cast<std::size_t>(t.n_clusters) * t.n_labels, 0);
+      Contingency t = label_table(encode_labels(labels), refs, k, /*nearest=*/true);
       balance["nearest_nmi"] = nmi(t);
       balance["nearest_purity"] = purity(t);
     }
     report["balance"] = balance;
   }
-  summary.seconds = seconds_since(t0);
-  fs::write_json_atomic(out / "report.json", report);
+  fs::write_json_atomic(stdfs::path(layout.dir()) / "report.json", report);
 
   std::string md = "# Partition report\n\n";
   md += std::to_string(summary.documents) + " documents (" + std::to_string(summary.train_documents) + " train, " +
@@ -808,11 +793,12 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
   md += "\nIngest: " + ingest.summary() + "\n";
   for (int i = 0; i < kNumIssueKinds; ++i)
     for (const auto& ex : ingest.examples[i]) md += "- " + std::string(issue_name(static_cast<IssueKind>(i))) + ": " + md_escape(ex) + "\n";
-  fs::write_atomic(out / "report.md", md);
+  fs::write_atomic(stdfs::path(layout.dir()) / "report.md", md);
+}
 
-  json manifest = {{"format", "moin-partition"},
-                   {"schema_version", kSchemaVersion},
-                   {"moin_version", MOIN_VERSION},
+// manifest.json, the partition's marker: written last.
+void Merge::write_manifest() const {
+  json manifest = {{"moin_version", MOIN_VERSION},
                    {"inputs", opts.corpus.inputs},
                    {"options", config::to_json(opts)},
                    {"k", k},
@@ -836,10 +822,41 @@ PartitionSummary partition_merge(const PartitionOptions& opts) {
     manifest["purity"] = summary.purity;
   }
   if (balanced) manifest["balance"] = balance;
-  fs::write_json_atomic(out / "manifest.json", manifest);  // the partition's marker, last
-  spdlog::info("partition merge: {} clusters, {} documents, {} tokens{} in {:.1f} s", k, summary.documents,
+  layout.write_manifest(manifest);
+}
+
+}  // namespace
+
+PartitionSummary partition_merge(const PartitionOptions& opts) {
+  opts.validate();
+  const PartitionLayout layout(opts.output);
+  if (!stdfs::exists(layout.fit_file()))
+    throw UserError(opts.output + " holds no fitted partition (fit.json is missing): run `moin partition fit` first");
+  check_folder(opts, /*allow_reset=*/false);
+  if (layout.finished()) {
+    spdlog::info("partition merge: already done ({})", layout.manifest_file());
+    return summary_from_manifest(layout.read_manifest());
+  }
+  start_log(opts);
+  auto t0 = std::chrono::steady_clock::now();
+  Merge m{opts, layout};
+  m.n_shards = finished_slices(opts, layout);
+  m.km = load_kmeans(layout.centroids_dir());
+  m.k = m.km.k;
+  m.fit = fs::read_json(layout.fit_file());
+  m.balanced = opts.kmeans.balance_factor > 0;
+
+  m.gather_slices();
+  if (m.balanced) m.cap_clusters();
+  m.write_cluster_shards();
+  m.write_assignments();
+  m.write_report();
+  m.summary.seconds = seconds_since(t0);
+  m.write_manifest();
+  const auto& summary = m.summary;
+  spdlog::info("partition merge: {} clusters, {} documents, {} tokens{} in {:.1f} s", m.k, summary.documents,
                summary.tokens,
-               have_labels ? fmt::format(", NMI {:.4f}, purity {:.4f}", summary.nmi, summary.purity) : std::string(),
+               m.have_labels ? fmt::format(", NMI {:.4f}, purity {:.4f}", summary.nmi, summary.purity) : std::string(),
                summary.seconds);
   return summary;
 }

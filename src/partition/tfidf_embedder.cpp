@@ -18,6 +18,7 @@
 #include <random>
 #include <unordered_set>
 
+#include "moin/core/clock.h"
 #include "moin/core/config.h"
 #include "moin/core/fs.h"
 #include "moin/core/npy.h"
@@ -78,7 +79,6 @@ inline std::uint64_t mix(std::uint64_t h) {  // splitmix64 finaliser: good high 
 }
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // One document's features: sorted unique ids with their raw counts.
 struct Bag {

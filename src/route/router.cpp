@@ -1,30 +1,24 @@
-// Nearest-centroid routing on a faiss flat index (see router.h).
+// Nearest-centroid routing by the partition's own rule (kmeans.h's nearest_centroids; see router.h).
 #include "moin/route/router.h"
 
-#include <faiss/IndexFlat.h>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
+
 #include "moin/data/tokenizer.h"
 #include "moin/partition/embedder.h"
+#include "moin/partition/kmeans.h"
 
 namespace moin {
 
 Router::Router(std::unique_ptr<Embedder> embedder, std::vector<float> centroids, int k, bool spherical,
                std::shared_ptr<const Tokenizer> tokenizer)
-    : embedder_(std::move(embedder)), tokenizer_(std::move(tokenizer)), k_(k), spherical_(spherical) {
+    : embedder_(std::move(embedder)), centroids_(std::move(centroids)), tokenizer_(std::move(tokenizer)), k_(k),
+      spherical_(spherical) {
   require(embedder_ != nullptr, "router: no embedder");
   require(k > 0, "router: no centroids");
   d_ = embedder_->dim();
-  require(centroids.size() == static_cast<std::size_t>(k) * static_cast<std::size_t>(d_),
-          "router: the centroids are " + std::to_string(centroids.size() / std::max(k, 1)) +
+  require(centroids_.size() == static_cast<std::size_t>(k) * static_cast<std::size_t>(d_),
+          "router: the centroids are " + std::to_string(centroids_.size() / std::max(k, 1)) +
               "-dimensional but the embedder gives " + std::to_string(d_) + " dimensions");
-  if (spherical_) {
-    index_ = std::make_unique<faiss::IndexFlatIP>(d_);
-  } else {
-    index_ = std::make_unique<faiss::IndexFlatL2>(d_);
-  }
-  index_->add(k, centroids.data());
 }
 
 Router::~Router() = default;
@@ -33,19 +27,13 @@ Router& Router::operator=(Router&&) noexcept = default;
 
 std::vector<Route> Router::search(const float* x, std::int64_t n, int top_k) const {
   top_k = std::clamp(top_k, 1, k_);
-  std::vector<float> dist(static_cast<std::size_t>(n) * top_k);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(n) * top_k);  // faiss::idx_t is int64_t
-  if (n > 0) index_->search(n, x, top_k, dist.data(), ids.data());
   std::vector<Route> out(static_cast<std::size_t>(n));
+#pragma omp parallel for schedule(static)
   for (std::int64_t i = 0; i < n; ++i) {
     auto& r = out[static_cast<std::size_t>(i)];
-    for (int j = 0; j < top_k; ++j) {
-      std::size_t at = static_cast<std::size_t>(i) * top_k + j;
-      if (ids[at] < 0) continue;
-      r.experts.push_back(static_cast<int>(ids[at]));
-      // Same convention as kmeans.h: 1 - <x, c> for spherical, squared L2 otherwise.
-      r.distances.push_back(spherical_ ? 1.0f - dist[at] : dist[at]);
-    }
+    r.experts.resize(static_cast<std::size_t>(top_k));
+    r.distances.resize(static_cast<std::size_t>(top_k));
+    nearest_centroids(x + i * d_, centroids_.data(), k_, d_, spherical_, top_k, r.experts.data(), r.distances.data());
   }
   return out;
 }

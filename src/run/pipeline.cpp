@@ -12,10 +12,12 @@
 #include "moin/core/config.h"
 #include "moin/core/fs.h"
 #include "moin/core/process.h"
+#include "moin/core/strings.h"
 #include "moin/data/tokenizer.h"
 #include "moin/eval/perplexity.h"
 #include "moin/eval/routing_eval.h"
 #include "moin/model/llama.h"
+#include "moin/partition/layout.h"
 #include "moin/train/options.h"
 
 namespace moin {
@@ -50,12 +52,6 @@ RunOptions parse_run_config(const json& config, json* sections) {
 }
 
 namespace {
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 struct Ctx {
   RunOptions o;
@@ -108,19 +104,18 @@ std::string write_config(Ctx& c, const std::string& name, const json& j) {
   return p;
 }
 
-// The model folder a full-mode training run leaves in `dir` (dir itself, or dir/model).
+// The model a full-mode training run leaves in `dir` (train's output folder holds it directly).
 std::string model_dir_in(const std::string& dir) {
-  for (const auto& p : {stdfs::path(dir), stdfs::path(dir) / "model", stdfs::path(dir) / "final"})
-    if (stdfs::exists(p / "config.json") &&
-        (stdfs::exists(p / "model.safetensors") || stdfs::exists(p / "model.safetensors.index.json")))
-      return p.string();
+  const stdfs::path p(dir);
+  if (stdfs::exists(p / "config.json") &&
+      (stdfs::exists(p / "model.safetensors") || stdfs::exists(p / "model.safetensors.index.json")))
+    return dir;
   throw UserError("no model (config.json + model.safetensors) in " + dir);
 }
 
-// The adapter folder a LoRA training run leaves in `dir` (dir itself, or dir/adapter).
+// The adapter a LoRA training run leaves in `dir` (train's output folder holds it directly).
 std::string adapter_dir_in(const std::string& dir) {
-  for (const auto& p : {stdfs::path(dir), stdfs::path(dir) / "adapter", stdfs::path(dir) / "final"})
-    if (stdfs::exists(p / "adapter_config.json")) return p.string();
+  if (stdfs::exists(stdfs::path(dir) / "adapter_config.json")) return dir;
   throw UserError("no adapter (adapter_config.json) in " + dir);
 }
 
@@ -346,7 +341,7 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
   rep["this_invocation_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rep["perplexity"] = fs::read_json(report + "/ppl.json");
   rep["routing"] = fs::read_json(report + "/routing.json");
-  if (stdfs::exists(c.path("partition/manifest.json"))) rep["partition"] = fs::read_json(c.path("partition/manifest.json"));
+  if (const PartitionLayout part(c.path("partition")); part.finished()) rep["partition"] = part.read_manifest();
 
   std::ostringstream md;
   md << "# MoIN run report\n\nRun directory: `" << c.run.string() << "`; config: `run.config.json`.\n\n";

@@ -136,7 +136,7 @@ def write_partition(root, vocab, docs):
         (d / f"{split}.json").write_text(json.dumps(dict(
             format="moin-token-shard", version=1, dtype="uint16", vocab_size=vocab, n_docs=len(rows),
             n_tokens=int(flat.size), tokenizer="", tokenizer_sha256="")))
-    (root / "manifest.json").write_text(json.dumps({"num_clusters": 1}))
+    (root / "manifest.json").write_text(json.dumps({"format": "moin-partition", "schema_version": 1, "k": 1}))
 
 
 def test_expert_trained_by_moin_on_qwen2_loads_in_peft(tmp_path):

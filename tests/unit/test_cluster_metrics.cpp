@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "moin/core/error.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 
 using namespace moin;
 

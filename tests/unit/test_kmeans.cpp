@@ -6,7 +6,7 @@
 #include <random>
 
 #include "moin/core/error.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 #include "moin/partition/kmeans.h"
 #include "test_util.h"
 
@@ -57,7 +57,7 @@ TEST(KMeans, AssignMatchesBruteForce) {
   for (bool spherical : {false, true}) {
     auto x = random_points(n, d, 1, spherical);
     auto c = random_points(k, d, 2, spherical);
-    auto a = assign(x.data(), n, c.data(), k, d, spherical, /*batch=*/97);  // batches of odd size
+    auto a = assign(x.data(), n, c.data(), k, d, spherical);
     ASSERT_EQ(a.cluster.size(), std::size_t(n));
     for (std::int64_t i = 0; i < n; ++i) {
       double best = std::numeric_limits<double>::infinity();
@@ -156,7 +156,7 @@ TEST(KMeans, BalancedAssignmentNeverExceedsTheCap) {
     for (int j = 0; j < d; ++j) x[i * d + j] = c[j] + 0.1f * x[i * d + j];
   for (bool spherical : {false, true}) {
     for (std::int64_t cap : {std::int64_t(143), std::int64_t(200), std::int64_t(400)}) {
-      auto a = assign_balanced(x.data(), n, c.data(), k, d, spherical, cap, /*candidates=*/2);
+      auto a = assign_balanced(x.data(), n, c.data(), k, d, spherical, cap);
       std::vector<std::int64_t> size(k, 0);
       for (std::int64_t i = 0; i < n; ++i) {
         ASSERT_TRUE(a.cluster[i] >= 0 && a.cluster[i] < k);

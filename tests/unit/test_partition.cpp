@@ -12,7 +12,9 @@
 #include "moin/data/token_shard.h"
 #include "moin/data/tokenizer.h"
 #include "moin/data/tokenizer_corpus.h"
+#include "moin/partition/kmeans.h"
 #include "moin/partition/partition.h"
+#include "moin/route/router.h"
 #include "test_util.h"
 
 namespace {
@@ -78,6 +80,17 @@ struct Fixture {
   }
 };
 
+// The corpus' documents, in corpus order.
+std::vector<std::string> corpus_texts(const std::string& corpus) {
+  moin::CorpusOptions c;
+  c.inputs = {corpus};
+  moin::CorpusReader r(c);
+  std::vector<std::string> texts;
+  moin::Document d;
+  while (r.next(d)) texts.push_back(d.text);
+  return texts;
+}
+
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> out;
   std::ifstream in(path);
@@ -109,14 +122,7 @@ TEST(Partition, EndToEndOnASyntheticLabelledCorpus) {
   auto tok = moin::Tokenizer::load(f.tokenizer);
   auto assignments = read_jsonl(out + "/assignments.jsonl");
   ASSERT_EQ(assignments.size(), 360u);
-  std::vector<std::string> texts;
-  {
-    moin::CorpusOptions c;
-    c.inputs = {f.corpus};
-    moin::CorpusReader r(c);
-    moin::Document d;
-    while (r.next(d)) texts.push_back(d.text);
-  }
+  std::vector<std::string> texts = corpus_texts(f.corpus);
   std::int64_t total_docs = 0, total_tokens = 0;
   for (int c = 0; c < 3; ++c) {
     for (const char* split : {"train", "valid"}) {
@@ -139,12 +145,18 @@ TEST(Partition, EndToEndOnASyntheticLabelledCorpus) {
   EXPECT_EQ(total_docs, 360);
   EXPECT_EQ(total_tokens, s.tokens);
 
-  // The streaming assignment agrees with k-means' own assign() (faiss) on the saved state.
+  // The streaming assignment agrees with k-means' own assign() on the saved state, and the router sends
+  // every document to the cluster the partition gave it, at the same distance.
   auto embedder = moin::load_embedder(out + "/embedder");
   auto km = moin::load_kmeans(out);
   auto x = embedder->embed(texts);
   auto a = moin::assign(x.data(), static_cast<std::int64_t>(texts.size()), km);
   for (std::size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(assignments[i]["cluster"], a.cluster[i]) << i;
+  auto routes = moin::Router::load(out).route(texts, /*top_k=*/1, /*batch_size=*/7);
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_EQ(assignments[i]["cluster"], routes[i].expert()) << i;
+    EXPECT_EQ(assignments[i]["distance"].get<float>(), routes[i].distance()) << i;
+  }
 
   auto report = moin::fs::read_json(stdfs::path(out) / "report.json");
   EXPECT_NEAR(report["nmi"].get<double>(), s.nmi, 1e-12);
@@ -464,6 +476,42 @@ TEST(Partition, BalancedShardedEqualsOneRunAndCli) {
                            " --clusters 3 --output " + (f.dir / "bad") + " --set kmeans.balance_factor=0.5 -q");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("balance_factor"), std::string::npos) << r.output;
+}
+
+// Ties: a partition whose centroids include exact duplicates (3 = 0, 4 = 1). Every document ties between a
+// centroid and its copy; the partition gives it the lower index, and the router reproduces that on every
+// training document (and ranks the copy second, at the same distance).
+TEST(Partition, RouterReproducesTheAssignmentTiesIncluded) {
+  Fixture f;
+  std::string out = f.dir / "part";
+  auto o = f.options(out);
+  moin::partition_fit(o);
+  auto km = moin::load_kmeans(out);
+  const std::size_t d = static_cast<std::size_t>(km.d);
+  for (int c : {0, 1}) km.centroids.insert(km.centroids.end(), km.centroids.begin() + c * d, km.centroids.begin() + (c + 1) * d);
+  km.k = 5;
+  moin::save_kmeans(out, km);
+  moin::partition_assign(o, 0, 1);
+  moin::partition_merge(o);
+  auto assignments = read_jsonl(out + "/assignments.jsonl");
+  std::vector<std::string> texts = corpus_texts(f.corpus);
+  ASSERT_EQ(assignments.size(), texts.size());
+  auto router = moin::Router::load(out);
+  EXPECT_EQ(router.num_experts(), 5);
+  auto routes = router.route(texts, /*top_k=*/2, /*batch_size=*/16);
+  int tied = 0;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const int c = assignments[i]["cluster"].get<int>();
+    ASSERT_LT(c, 3) << "a copy never wins a tie";
+    EXPECT_EQ(routes[i].experts[0], c) << i;
+    EXPECT_EQ(routes[i].distances[0], assignments[i]["distance"].get<float>()) << i;
+    if (c < 2) {
+      EXPECT_EQ(routes[i].experts[1], c + 3) << i;
+      EXPECT_EQ(routes[i].distances[1], routes[i].distances[0]) << i;
+      ++tied;
+    }
+  }
+  EXPECT_GT(tied, 100);
 }
 
 TEST(Partition, SharedCorpusValidSplit) {

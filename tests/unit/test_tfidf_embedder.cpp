@@ -9,7 +9,7 @@
 
 #include "moin/core/error.h"
 #include "moin/core/npy.h"
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 #include "moin/partition/embedder.h"
 #include "moin/partition/kmeans.h"
 #include "partition/tfidf_embedder.h"

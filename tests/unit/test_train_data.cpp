@@ -154,12 +154,18 @@ TEST(TrainData, ValidationSetIsTheHeadOfTheStreamInAFixedShuffledOrder) {
   EXPECT_EQ(t.size(1), 4);  // BOS 5 6 EOS
 }
 
-TEST(TrainData, PartitionClustersFromManifestOrFolders) {
+TEST(TrainData, PartitionClustersFromTheManifestOnly) {
   TempDir dir;
   moin::test::write_partition(dir / "p", 3, 128, 5, 2);
   EXPECT_EQ(moin::partition_clusters(dir / "p"), (std::vector<int>{0, 1, 2}));
+  // A manifest of another format, or of a newer version, is refused; so is a folder without one.
+  moin::fs::write_json_atomic(dir.path / "p" / "manifest.json", {{"num_clusters", 3}});
+  EXPECT_THROW(moin::partition_clusters(dir / "p"), moin::UserError);
+  moin::fs::write_json_atomic(dir.path / "p" / "manifest.json",
+                              {{"format", "moin-partition"}, {"schema_version", 2}, {"k", 3}});
+  EXPECT_THROW(moin::partition_clusters(dir / "p"), moin::UserError);
   std::filesystem::remove(dir.path / "p" / "manifest.json");
-  EXPECT_EQ(moin::partition_clusters(dir / "p").size(), 3u);
+  EXPECT_THROW(moin::partition_clusters(dir / "p"), moin::UserError);
   EXPECT_THROW(moin::partition_clusters(dir / "missing"), moin::UserError);
   std::filesystem::create_directories(dir.path / "empty");
   EXPECT_THROW(moin::partition_clusters(dir / "empty"), moin::UserError);

@@ -7,6 +7,7 @@
 
 #include "moin/core/fs.h"
 #include "moin/data/token_shard.h"
+#include "moin/partition/layout.h"
 
 namespace moin::test {
 
@@ -41,7 +42,7 @@ inline void write_partition(const std::string& dir, int k_total, int vocab, int 
     write_shard((base / "train").string(), cluster_docs(k, train_docs, vocab, k_total, seed), vocab);
     write_shard((base / "valid").string(), cluster_docs(k, valid_docs, vocab, k_total, seed + 100), vocab);
   }
-  moin::fs::write_json_atomic(std::filesystem::path(dir) / "manifest.json", {{"num_clusters", k_total}});
+  moin::PartitionLayout(dir).write_manifest({{"k", k_total}});
 }
 
 }  // namespace moin::test

@@ -10,6 +10,8 @@ namespace moin {
 std::size_t levenshtein(std::string_view a, std::string_view b);
 // The candidate closest to `key`, or "" when none is reasonably close.
 std::string closest_match(std::string_view key, const std::vector<std::string>& candidates);
+// s in single quotes for a POSIX shell ('it'\''s'): one word whatever it holds.
+std::string shell_quote(std::string_view s);
 
 std::vector<std::string> split(std::string_view s, char sep);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);

@@ -131,6 +131,10 @@ class ByteSource {
 // UserError when the file cannot be opened.
 std::unique_ptr<ByteSource> open_byte_source(const std::string& path);
 
+// The value at a dotted path ("meta.topic") of a JSON object, or null when a step is missing: how every
+// *_field option is read.
+const nlohmann::json* json_path(const nlohmann::json& obj, const std::string& dotted);
+
 // Replaces every invalid UTF-8 sequence of s by U+FFFD (in place); returns how many were replaced.
 std::size_t repair_utf8(std::string& s);
 

@@ -41,6 +41,9 @@ class Tokenizer {
   // ship both (Llama-2, Mistral, TinyLlama) have a SentencePiece-style tokenizer.json moin does not read;
   // byte-level BPE models (Llama-3, Qwen2, SmolLM) ship only tokenizer.json.
   static std::string find_in_model_dir(const std::string& model_dir);
+  // The names a model folder gives its tokenizer file (Hugging Face's).
+  static constexpr const char* kSentencePieceFile = "tokenizer.model";
+  static constexpr const char* kJsonFile = "tokenizer.json";
 
   std::vector<int> encode(std::string_view text, bool add_special = false) const {
     return impl_->encode(text, add_special);

@@ -84,7 +84,7 @@ struct EmbedderOptions {
     v("layer", layer, "model: hidden_states index to pool, as Hugging Face's output_hidden_states: 0 = token embeddings, i = output of decoder layer i, -1 = last (after the final norm)");
     v("tokenizer", tokenizer, "model: tokenizer of the base model, .model or tokenizer.json (\"\" = the partition's tokenizer, else MODEL_DIR/tokenizer.model or tokenizer.json)");
     v("center", center, "model: subtract the mean pooled vector of the fit sample before L2 normalisation");
-    v("device", device, "model: auto (CUDA when available), cpu, cuda or cuda:N");
+    v("device", device, "model/encoder: auto (CUDA when available), cpu, cuda or cuda:N");
     v("encoder_dir", encoder_dir, "encoder: folder of the sentence encoder");
     v("batch_size", batch_size, "model/encoder: documents per forward pass");
     v("max_length", max_length, "model/encoder: tokens read per document");

@@ -1,11 +1,12 @@
 // K-means on document embeddings (faiss's Clustering underneath) and nearest-centroid assignment, plain
-// or balanced (each cluster capped at ceil(balance_factor * n / k) documents).
+// or balanced (each cluster capped at ceil(balance_factor * n / k) documents, by balance.h's rule).
 //
 // Spherical k-means (the default) keeps centroids unit-norm and assigns by inner product (cosine for
 // L2-normalised embeddings); otherwise centroids are means and assignment is by squared L2 distance.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moin/core/error.h"
@@ -76,27 +77,39 @@ struct Assignment {
 // directions. Throws UserError when n < k.
 KMeansResult train_kmeans(const float* x, std::int64_t n, int d, const KMeansOptions& opts);
 
-// Exact nearest-centroid assignment (faiss flat search), in batches of `batch` rows to bound memory.
-Assignment assign(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
-                  std::int64_t batch = 65536);
-inline Assignment assign(const float* x, std::int64_t n, const KMeansResult& km, std::int64_t batch = 65536) {
-  return assign(x, n, km.centroids.data(), km.k, km.d, km.spherical, batch);
+// The nearest-centroid rule, the one the partition, k-means' objective and the router all use. Distances are
+// accumulated in double in a fixed order, so a row's result never depends on the batch or the machine's
+// BLAS: the router reproduces the partition's assignment exactly, ties included. distance(x, c) is
+// 1 - <x, c> (spherical) or ||x - c||^2; smaller is nearer, and equal distances go to the lower index.
+// Returns the nearest centroid and its distance; with `all`, every centroid's distance is also written
+// there ([k], rounded to float).
+std::pair<int, float> nearest_centroid(const float* x, const float* centroids, int k, int d, bool spherical,
+                                       float* all = nullptr);
+inline std::pair<int, float> nearest_centroid(const float* x, const KMeansResult& km, float* all = nullptr) {
+  return nearest_centroid(x, km.centroids.data(), km.k, km.d, km.spherical, all);
+}
+// The top_k (<= k) nearest centroids of x in that order (top_k = 1: nearest_centroid's answer).
+void nearest_centroids(const float* x, const float* centroids, int k, int d, bool spherical, int top_k, int* ids,
+                       float* distances);
+
+// nearest_centroid of each row of x ([n x d]), rows in parallel.
+Assignment assign(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical);
+inline Assignment assign(const float* x, std::int64_t n, const KMeansResult& km) {
+  return assign(x, n, km.centroids.data(), km.k, km.d, km.spherical);
 }
 
 // The per-cluster cap of balanced assignment: ceil(balance_factor * n / k) (never below ceil(n / k)).
 std::int64_t balanced_capacity(std::int64_t n, int k, double balance_factor);
 
-// Assignment with every cluster holding at most `capacity` points (capacity * k >= n required).
-// Greedy by distance: each point keeps its `candidates` nearest centroids (all when k <= candidates); the
-// (point, centroid) pairs are visited by increasing distance and a pair is taken when the point is still
-// unassigned and the centroid has room. A point whose candidates all filled up goes to its nearest
-// centroid that still has room (exact scan). Deterministic; `distance` is that of the centroid given.
+// Assignment with every cluster holding at most `capacity` points (capacity * k >= n required): the
+// partition's balancing rule (balance.h's assign_capped, rows in index order) on the n x k distances of
+// nearest_centroid (held in memory up to 512 MB, else recomputed when read). `distance` is that of the
+// centroid given.
 Assignment assign_balanced(const float* x, std::int64_t n, const float* centroids, int k, int d, bool spherical,
-                           std::int64_t capacity, int candidates = 16);
-inline Assignment assign_balanced(const float* x, std::int64_t n, const KMeansResult& km, double balance_factor,
-                                  int candidates = 16) {
+                           std::int64_t capacity);
+inline Assignment assign_balanced(const float* x, std::int64_t n, const KMeansResult& km, double balance_factor) {
   return assign_balanced(x, n, km.centroids.data(), km.k, km.d, km.spherical,
-                         balanced_capacity(n, km.k, balance_factor), candidates);
+                         balanced_capacity(n, km.k, balance_factor));
 }
 
 // Centroids on disk, inside a folder (the partition directory): dir/centroids.npy (NumPy .npy, float32

@@ -2,7 +2,7 @@
 //
 // Three steps, each resumable and each leaving a marker in the output folder (docs/partition.md):
 //   fit     read the corpus once, keep a uniform sample (reservoir), fit the embedder on it, embed it,
-//           train k-means: writes embedder/, centroids.safetensors, partition.config.json, fit.json.
+//           train k-means: writes embedder/, centroids.npy + kmeans.json, partition.config.json, fit.json.
 //   assign  slice `shard` of `num_shards` (records whose corpus ordinal % num_shards == shard): embed each
 //           document (batched), nearest centroid, train/valid split by a stable hash, tokenise (all
 //           cores): writes work/shard-SSSSS-of-NNNNN/ (one token shard of its documents in corpus order,
@@ -13,7 +13,7 @@
 //           (distances.f32) and merge caps every cluster at balanced_capacity(N, k, factor) documents (N:
 //           all documents, train and valid) by the exact greedy of balance.h, in corpus order.
 // run_partition() does all three (every slice in turn). Shards run as separate processes after one fit;
-// merge produces the same bytes whatever num_shards was.
+// merge produces the same bytes whatever num_shards was. The folder's files: partition/layout.h.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -78,9 +78,6 @@ struct PartitionSummary {
 
 // The steps. Each returns at once (logging "already done") when its marker exists and the fingerprint
 // matches; a fingerprint mismatch is a UserError unless overwrite is set (then the folder is cleared).
-// The folder of slice `shard` of `num_shards` under OUTPUT/work (the assign step's output).
-std::string partition_slice_dir(int shard, int num_shards);
-
 void partition_fit(const PartitionOptions& opts);
 void partition_assign(const PartitionOptions& opts, int shard, int num_shards);
 PartitionSummary partition_merge(const PartitionOptions& opts);

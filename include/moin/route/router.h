@@ -1,10 +1,9 @@
 // The router: a query's text -> the expert (cluster) whose centroid is nearest to its embedding.
 //
 // It embeds exactly as the partitioner did (the embedder state saved in the partition directory) and
-// searches the k-means centroids with a faiss flat index: inner product for spherical k-means (distance
-// 1 - <x, c>), squared L2 otherwise, so "distance" means what kmeans.h's assign() reports and smaller is
-// nearer in both cases. Routing a training document's full text therefore reproduces its (unbalanced)
-// partition assignment.
+// picks centroids by the partition's own rule, kmeans.h's nearest_centroid (distance 1 - <x, c> for
+// spherical k-means, squared L2 otherwise; smaller is nearer, ties to the lower index). Routing a training
+// document's full text therefore reproduces its (unbalanced) partition assignment exactly, ties included.
 //
 // Prefix routing (prefix_tokens = P > 0) embeds only the decoded first P tokens of the base tokenizer, so
 // the router never sees past P tokens: what evaluation needs to measure perplexity on the rest without
@@ -16,10 +15,6 @@
 #include <vector>
 
 #include "moin/core/error.h"
-
-namespace faiss {
-struct Index;
-}
 
 namespace moin {
 
@@ -87,7 +82,7 @@ class Router {
 
  private:
   std::unique_ptr<Embedder> embedder_;
-  std::unique_ptr<faiss::Index> index_;
+  std::vector<float> centroids_;  // [k x d]
   std::shared_ptr<const Tokenizer> tokenizer_;
   int k_ = 0, d_ = 0;
   bool spherical_ = true;

@@ -1,6 +1,6 @@
 // NMI, purity and the contingency table. Entropies in nats; NMI with the arithmetic mean of the two
 // entropies as normaliser (scikit-learn's normalized_mutual_info_score, average_method="arithmetic").
-#include "moin/eval/cluster_metrics.h"
+#include "moin/core/cluster_metrics.h"
 
 #include <algorithm>
 #include <cmath>
