@@ -8,8 +8,8 @@ Tables (see src/model/unicode_tables.h):
   - character classes as sorted ranges [first, last] -> flags: OTHER (general category C*: removed by
     BERT's text cleaning), WHITESPACE (Zs, \\t \\n \\r, U+2028/2029), PUNCT (P* or ASCII punctuation),
     MARK_NONSPACING (Mn: dropped by accent stripping);
-  - the full canonical decomposition (NFD) of every code point that has one (Hangul syllables are
-    decomposed algorithmically in code);
+  - (not here: the full canonical decomposition (NFD) did not change from Unicode 14 to 15.1, so the
+    WordPiece tokenizer uses the table scripts/gen_bpe_unicode_tables.py writes, data/bpe_unicode_tables);
   - the full lower-case mapping of every code point whose str.lower() differs (may be several code
     points, e.g. U+0130 -> i + U+0307), as Rust's char::to_lowercase, which the reference tokenizer uses.
 """
@@ -78,17 +78,10 @@ def main():
             out.write("    {0x%X, %d, %d},\n" % (cp, off, n))
         out.write("};\nconst std::size_t k%sCount = %d;\n\n" % (name, len(entries)))
 
-    def nfd(cp):
-        if is_hangul_syllable(cp):
-            return None
-        d = unicodedata.normalize("NFD", chr(cp))
-        return d if d != chr(cp) else None
-
     def lower(cp):
         low = chr(cp).lower()
         return low if low != chr(cp) else None
 
-    mapping_table("Decomposition", nfd)
     mapping_table("Lowercase", lower)
     out.write("}  // namespace moin::unicode\n")
 

@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "moin/core/format.h"
 #include "moin/core/progress.h"
 #include "moin/core/reservoir.h"
 #include "moin/data/corpus.h"
@@ -336,13 +337,7 @@ namespace {
 nlohmann::json cell_json(const PplCell& c) {
   return {{"ppl", c.ppl()}, {"nll_per_token", c.nll_per_token()}, {"tokens", c.tokens}, {"docs", c.docs}};
 }
-std::string fmt(double v, int prec = 2) {
-  std::ostringstream ss;
-  ss.setf(std::ios::fixed);
-  ss.precision(prec);
-  ss << v;
-  return ss.str();
-}
+std::string fmt(double v, int prec = 2) { return format_fixed(v, prec); }
 }  // namespace
 
 nlohmann::json PplReport::to_json() const {

@@ -22,8 +22,15 @@ RoutingReport run_eval_routing(const RoutingEvalOptions& opts) {
   spdlog::info("eval routing: {} documents, {} experts", texts.size(), router.num_experts());
   auto r = evaluate_routing(router, texts, labels, opts);
 
-  if (!opts.ppl_json.empty()) {
-    auto pj = fs::read_json(opts.ppl_json);
+  nlohmann::json pj;
+  if (!opts.ppl_json.empty()) pj = fs::read_json(opts.ppl_json);
+  // The oracle is opt-in in eval ppl: a report without it gives no agreement figures, and says so.
+  if (!pj.is_null() && pj.value("oracle_docs", std::int64_t{-1}) == 0) {
+    spdlog::warn("eval routing: {} was computed without the oracle (eval ppl --set oracle=true): no oracle "
+                 "agreement", opts.ppl_json);
+    pj = nlohmann::json();
+  }
+  if (!pj.is_null()) {
     const auto& docs = pj.at("documents");
     auto index = docs.at("index").get<std::vector<std::int64_t>>();
     auto routed = docs.at("routed").get<std::vector<int>>();

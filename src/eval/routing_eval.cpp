@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "moin/core/format.h"
 #include "moin/route/router.h"
 
 namespace moin {
@@ -33,13 +34,7 @@ double percentile(std::vector<double> v, double q) {
   std::size_t at = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(at, v.size() - 1)];
 }
-std::string fmt(double v, int prec = 3) {
-  std::ostringstream ss;
-  ss.setf(std::ios::fixed);
-  ss.precision(prec);
-  ss << v;
-  return ss.str();
-}
+std::string fmt(double v, int prec = 3) { return format_fixed(v, prec); }
 }  // namespace
 
 RoutingReport evaluate_routing(const Router& router, const std::vector<std::string>& texts,

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "data/bpe_unicode_tables.h"
+
 namespace moin::unicode {
 
 enum ClassFlags : std::uint8_t {
@@ -19,17 +21,15 @@ struct ClassRange {
 };
 
 // A code point mapped to `length` code points starting at `offset` of the table's pool.
-struct Mapping {
-  char32_t cp;
-  std::uint32_t offset;
-  std::uint32_t length;
-};
+using bpe_unicode::Mapping;
 
 extern const ClassRange kClassRanges[];  // sorted, disjoint; code points not covered have flags 0
 extern const std::size_t kClassRangeCount;
-extern const char32_t kDecompositionPool[];
-extern const Mapping kDecomposition[];  // sorted by cp; full canonical decomposition (no Hangul)
-extern const std::size_t kDecompositionCount;
+// Full canonical decomposition (sorted by cp, no Hangul): the same in Unicode 14 and 15.1, so one table
+// serves this tokenizer and the byte-level BPE one (data/bpe_unicode_tables.h).
+using bpe_unicode::kDecompositionPool;
+using bpe_unicode::kDecomposition;
+using bpe_unicode::kDecompositionCount;
 extern const char32_t kLowercasePool[];
 extern const Mapping kLowercase[];  // sorted by cp; full lower-case mapping
 extern const std::size_t kLowercaseCount;

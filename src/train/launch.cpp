@@ -101,12 +101,6 @@ std::vector<std::string> gpu_slots(const std::string& spec) {
   return out;
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 std::string absolute(const std::string& p) { return stdfs::absolute(p).lexically_normal().string(); }
 
 }  // namespace

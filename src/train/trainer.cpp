@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "moin/core/clock.h"
 #include "moin/core/error.h"
 #include "moin/core/fs.h"
 #include "moin/core/hash.h"
@@ -21,6 +22,7 @@
 #include "moin/core/strings.h"
 #include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
+#include "moin/data/tokenizer.h"
 #include "moin/model/adapter_set.h"
 #include "moin/train/data.h"
 #include "moin/train/partition_layout.h"
@@ -35,10 +37,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Keys of the options that may change between a run and its resumption (they do not affect the result).
 bool resumable_key(const std::string& k) {
@@ -75,7 +73,7 @@ struct ClusterValid {
 // The tokenizer that made the shards must be the base model's (when both are known).
 void check_tokenizer(const TrainOptions& o, const DocumentSet& docs) {
   if (o.base.empty()) return;
-  stdfs::path tok = stdfs::path(o.base) / "tokenizer.model";
+  stdfs::path tok = stdfs::path(o.base) / Tokenizer::kSentencePieceFile;
   if (!stdfs::exists(tok)) return;
   std::string base_sha;
   for (const auto& shard : docs.shards()) {
@@ -478,8 +476,8 @@ void finish_run(Shared& sh, Run& r, const std::vector<int>& pack, double pack_wa
   } else {
     save_llama(sh.model, o.output);
     stdfs::path tok = o.base.empty() ? stdfs::path(r.train_docs->shards().front().info().tokenizer)
-                                     : stdfs::path(o.base) / "tokenizer.model";
-    if (!tok.empty() && stdfs::exists(tok)) fs::write_atomic(r.out / "tokenizer.model", fs::read_text(tok));
+                                     : stdfs::path(o.base) / Tokenizer::kSentencePieceFile;
+    if (!tok.empty() && stdfs::exists(tok)) fs::write_atomic(r.out / Tokenizer::kSentencePieceFile, fs::read_text(tok));
   }
   const double wall = r.elapsed_before + seconds_since(r.start);
   const std::int64_t tokens_seen = r.step * o.tokens_per_step();

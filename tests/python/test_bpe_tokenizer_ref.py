@@ -17,6 +17,8 @@ import pytest
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 ROOT = os.environ.get("MOIN_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from train_bpe_tokenizer import split_then_bytes  # noqa: E402  (the pre-tokenizer the project's script uses)
 MOIN = os.environ.get("MOIN_BIN", os.path.join(ROOT, "build", "bin", "moin"))
 DATA = os.environ.get("MOIN_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 
@@ -62,9 +64,7 @@ def train(kind, texts, path):
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False)])
     else:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3 if kind == "llama3" else QWEN2), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.pre_tokenizer = split_then_bytes(LLAMA3 if kind == "llama3" else QWEN2)
     if kind == "qwen2":
         tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
