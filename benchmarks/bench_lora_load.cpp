@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   for (const auto& p : moin::llama_projection_shapes(layers, h, kv, m)) {
     moin::Linear lin(p.in_features, p.out_features);
     lin->weight = lin->weight.to(device, dtype);  // empty() pages on the CPU stay untouched
+    lin->lora_slot = static_cast<std::int64_t>(base.size());  // as the model numbers its projections
     base.emplace_back(p.name, lin);
   }
   moin::LoraOptions opts;
