@@ -211,13 +211,6 @@ std::string describe_clusters(const std::vector<int>& c) {
   return join(s, ",");
 }
 
-// The cluster's training tokens, 0 when its shard does not exist (an empty cluster).
-std::int64_t cluster_train_tokens(const std::string& partition, int k) {
-  const std::string shard = cluster_shard(partition, k, "train");
-  if (!stdfs::exists(token_shard_stem(shard) + ".json")) return 0;
-  return DocumentSet({shard}).num_tokens();
-}
-
 // Token-weighted validation loss over the run's clusters; per-cluster values into *per_cluster.
 double run_eval(Shared& sh, Run& r, json* per_cluster) {
   double sum = 0.0;
@@ -275,9 +268,16 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   } else {
     r.clusters = partition_clusters(o.partition);
   }
+  // An empty cluster has no train shard at all.
+  std::vector<std::string> train_shards;
+  for (int k : r.clusters) {
+    const std::string shard = cluster_shard(o.partition, k, "train");
+    if (mode != TrainMode::Expert || stdfs::exists(token_shard_stem(shard) + ".json")) train_shards.push_back(shard);
+  }
+  if (!train_shards.empty()) r.train_docs = std::make_unique<DocumentSet>(train_shards);
   if (mode == TrainMode::Expert) {
     // Too little data for an expert: recorded, not trained; its queries route to the base model.
-    const std::int64_t tokens = cluster_train_tokens(o.partition, o.cluster);
+    const std::int64_t tokens = r.train_docs ? r.train_docs->num_tokens() : 0;
     if (tokens < o.min_tokens()) {
       r.summary = json{{"mode", o.mode},        {"status", "too_small"},         {"clusters", r.clusters},
                        {"train_tokens", tokens}, {"min_train_tokens", o.min_tokens()}};
@@ -287,9 +287,6 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
       return false;
     }
   }
-  std::vector<std::string> train_shards;
-  for (int k : r.clusters) train_shards.push_back(cluster_shard(o.partition, k, "train"));
-  r.train_docs = std::make_unique<DocumentSet>(train_shards);
   check_tokenizer(o, *r.train_docs);
   const LlamaConfig& mc = sh.model->config;
   require(r.train_docs->vocab_size() <= mc.vocab_size,
