@@ -113,18 +113,14 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
 
 namespace {
 
-void add(PplSystem& sys, const EvalDoc& d, double nll) {
-  for (PplCell* c : {&sys.overall, &sys.per_cluster[d.routed], &sys.per_label[d.label]}) {
-    c->nll += nll;
-    c->tokens += d.eval_tokens();
-    c->docs += 1;
-  }
-}
-
 void add(PplCell& c, const EvalDoc& d, double nll) {
   c.nll += nll;
   c.tokens += d.eval_tokens();
   c.docs += 1;
+}
+
+void add(PplSystem& sys, const EvalDoc& d, double nll) {
+  for (PplCell* c : {&sys.overall, &sys.per_cluster[d.routed], &sys.per_label[d.label]}) add(*c, d, nll);
 }
 
 // One (document, adapter) pair to score; -1 is the bare base.
