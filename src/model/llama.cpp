@@ -11,6 +11,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include "moin/core/error.h"
+#include "moin/core/strings.h"
 
 namespace moin {
 
@@ -196,23 +197,29 @@ static void check_tokens(const torch::Tensor& tokens, const LlamaConfig& c) {
   (void)c;
 }
 
+// The embedding and the first n_layers decoder layers (no final norm): the one layer loop that the forward
+// pass (all layers, with a cache and adapters) and hidden_states (a prefix of the stack) share.
+static torch::Tensor run_layers(LlamaModelImpl& model, const torch::Tensor& tokens, std::int64_t past,
+                                std::int64_t n_layers, const LlamaConfig& config, KVCache* cache,
+                                const LoraRouting* lora) {
+  auto [cos, sin] = rope_cos_sin(rope_inv_freq(config, tokens.device()), past, tokens.size(1));
+  auto h = model.embed_tokens(tokens);
+  for (std::int64_t i = 0; i < n_layers; ++i) {
+    auto layer = model.layers->ptr<LlamaDecoderLayerImpl>(i);
+    h = layer->forward(h, cos, sin, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr, lora);
+  }
+  return h;
+}
+
 torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& tokens, KVCache* cache, const LoraRouting* lora) {
   check_tokens(tokens, config);
-  const auto T = tokens.size(1);
   const std::int64_t past = cache ? cache->length() : 0;
   const auto L = config.num_hidden_layers;
   if (cache && static_cast<std::int64_t>(cache->keys.size()) != L) {
     cache->keys.assign(L, torch::Tensor());
     cache->values.assign(L, torch::Tensor());
   }
-  auto [cos, sin] = rope_cos_sin(rope_inv_freq(config, tokens.device()), past, T);
-
-  auto h = model->embed_tokens(tokens);
-  for (std::int64_t i = 0; i < L; ++i) {
-    auto layer = model->layers->ptr<LlamaDecoderLayerImpl>(i);
-    h = layer->forward(h, cos, sin, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr, lora);
-  }
-  return model->norm(h);
+  return model->norm(run_layers(*model, tokens, past, L, config, cache, lora));
 }
 
 torch::Tensor LlamaForCausalLMImpl::head(const torch::Tensor& hidden) {
@@ -229,9 +236,7 @@ torch::Tensor LlamaForCausalLMImpl::hidden_states(const torch::Tensor& tokens, s
   if (layer < 0) layer += L + 1;
   require(layer >= 0 && layer <= L, "hidden_states: layer must be in [-" + std::to_string(L + 1) + ", " +
                                         std::to_string(L) + "]");
-  auto [cos, sin] = rope_cos_sin(rope_inv_freq(config, tokens.device()), 0, tokens.size(1));
-  auto h = model->embed_tokens(tokens);
-  for (std::int64_t i = 0; i < std::min(layer, L); ++i) h = model->layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, cos, sin);
+  auto h = run_layers(*model, tokens, 0, layer, config, nullptr, nullptr);
   return layer == L ? model->norm(h) : h;
 }
 
@@ -258,9 +263,6 @@ void LlamaForCausalLMImpl::set_requires_grad(bool requires_grad) {
 void LlamaForCausalLMImpl::init_weights(std::uint64_t seed, double std) {
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto ends_with = [](const std::string& s, const std::string& tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-  };
   for (auto& item : named_parameters()) {
     const auto& name = item.key();
     auto& p = item.value();

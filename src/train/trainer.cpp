@@ -1,6 +1,7 @@
 #include "moin/train/trainer.h"
 
 #include <ATen/Context.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
@@ -25,6 +26,7 @@
 #include "moin/data/tokenizer.h"
 #include "moin/model/adapter_set.h"
 #include "moin/train/data.h"
+#include "moin/train/flat_adamw.h"
 #include "moin/train/partition_layout.h"
 #include "moin/train/perf.h"
 #include "moin/train/schedule.h"
@@ -187,6 +189,9 @@ struct Run {
   NamedTensors trainable;
   std::vector<torch::Tensor> params;
   std::int64_t n_trainable = 0;
+  // LoRA modes: a flat AdamW over the adapter (one set of kernels per step, not one per tensor); full mode:
+  // torch's, with its two parameter groups.
+  std::unique_ptr<FlatAdamW> flat;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   LrSchedule schedule;
   std::int64_t total_steps = 0, step = 0;
@@ -203,6 +208,22 @@ struct Run {
   json summary;          // set when the run is finished (before or now)
 
   const LoraRouting* lora() const { return routing.empty() ? nullptr : &routing; }
+  // The optimizer state in torch's form, for checkpoints.
+  torch::optim::Optimizer& optimizer_state() { return flat ? flat->torch_optimizer() : *optimizer; }
+  void zero_grad() { flat ? flat->zero_grad() : optimizer->zero_grad(); }
+  // Clips the gradients to norm `clip` and takes one step at r.lr; returns the norm before clipping (not
+  // finite: no step taken).
+  double clip_and_step(double clip) {
+    if (flat) {
+      const double norm = flat->clip_grad_norm(clip);
+      if (std::isfinite(norm)) flat->step(lr);
+      return norm;
+    }
+    for (auto& g : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    const double norm = torch::nn::utils::clip_grad_norm_(params, clip);
+    if (std::isfinite(norm)) optimizer->step();
+    return norm;
+  }
 };
 
 std::string describe_clusters(const std::vector<int>& c) {
@@ -313,7 +334,13 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
     r.n_trainable += t.numel();
     r.params.push_back(t);
   }
-  r.optimizer = make_adamw(r.trainable, o);
+  if (trains_adapter(mode)) {
+    // Every LoRA tensor is 2-D, so the one group make_adamw would give it decays them all.
+    r.flat = std::make_unique<FlatAdamW>(
+        r.params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  } else {
+    r.optimizer = make_adamw(r.trainable, o);
+  }
   r.total_steps = total_train_steps(o, static_cast<int>(r.clusters.size()));
   r.schedule = LrSchedule{o.lr, o.warmup_steps, r.total_steps, o.min_lr_ratio};
   r.opts_json = config::to_json(o);
@@ -328,7 +355,8 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
     std::string from;
     for (const auto& candidate : train_checkpoints_newest_first(r.ckpt_dir.string())) {
       try {
-        meta = load_train_checkpoint(candidate, r.trainable, *r.optimizer, sh.device);
+        meta = load_train_checkpoint(candidate, r.trainable, r.optimizer_state(), sh.device);
+        if (r.flat) r.flat->adopt_loaded_state();
         from = candidate;
         break;
       } catch (const UnreadableCheckpoint& e) {
@@ -402,6 +430,7 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
 
 bool all_finite(const Run& r) {
   torch::NoGradGuard ng;
+  if (r.flat) return r.flat->all_finite();
   for (const auto& [name, t] : r.trainable)
     if (!torch::isfinite(t).all().item<bool>()) return false;
   return true;
@@ -454,11 +483,14 @@ void after_step(Shared& sh, Run& r, double train_loss, double gnorm, double dt, 
       r.final_valid_per = per;
     }
   }
-  if ((o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0) || last_step) {
-    if (!all_finite(r)) diverged(r, "a trainable weight became NaN or infinite", r.step - 1);
+  // The last step's checkpoint would only be deleted after the finish (unless kept): the adapter and the
+  // summary, written right after, are the result; a kill before them resumes from the checkpoint before.
+  const bool checkpoint = last_step ? o.keep_final_checkpoint : (o.checkpoint_every > 0 && r.step % o.checkpoint_every == 0);
+  if ((checkpoint || last_step) && !all_finite(r)) diverged(r, "a trainable weight became NaN or infinite", r.step - 1);
+  if (checkpoint) {
     r.meta_state["last_train_loss"] = r.last_loss;
     save_train_checkpoint(r.ckpt_dir.string(), r.step, make_meta(r, r.elapsed_before + seconds_since(r.start)),
-                          r.trainable, *r.optimizer, sh.device, o.keep_checkpoints);
+                          r.trainable, r.optimizer_state(), sh.device, o.keep_checkpoints);
   }
 }
 
@@ -615,8 +647,7 @@ json train(const TrainOptions& o, bool resume) {
     const auto t0 = Clock::now();
     for (Run* r : active) {
       r->lr = r->schedule.at(r->step);
-      for (auto& g : r->optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(r->lr);
-      r->optimizer->zero_grad();
+      r->zero_grad();
       r->pending_loss = 0.0;
     }
     std::vector<int> per_row;
@@ -624,6 +655,7 @@ json train(const TrainOptions& o, bool resume) {
       for (int b = 0; b < o.micro_batch; ++b) per_row.push_back(active[i]->adapter_index);
     LoraRouting rows = lora && active.size() > 1 ? LoraRouting::rows(sh.adapters, per_row, sh.device) : LoraRouting();
     const LoraRouting* routing = active.size() > 1 ? &rows : active.front()->lora();
+    const auto n_runs = static_cast<std::int64_t>(active.size());
     for (int m = 0; m < o.grad_accum; ++m) {
       std::vector<torch::Tensor> batches;
       for (Run* r : active) batches.push_back(r->stream->next(o.micro_batch));
@@ -635,27 +667,30 @@ json train(const TrainOptions& o, bool resume) {
         logits = sh.model->forward(inputs, nullptr, routing);
       }
       // Each run's loss is the mean over its own rows, as if it ran alone; their sum has, for each run's
-      // adapter, exactly that run's gradient (rows never see each other's adapters).
-      torch::Tensor total;
-      std::vector<torch::Tensor> losses;
-      for (std::size_t i = 0; i < active.size(); ++i) {
-        const auto lo = static_cast<std::int64_t>(i) * o.micro_batch;
-        auto loss = cross_entropy(logits.narrow(0, lo, o.micro_batch), targets.narrow(0, lo, o.micro_batch));
-        if (active[i]->step == o.fault_nan_at_step) loss = loss + std::nan("");
-        losses.push_back(loss);
-        total = total.defined() ? total + loss : loss;
-      }
-      (total / o.grad_accum).backward();
-      auto values = torch::stack(losses).detach().to(torch::kCPU, torch::kFloat64);
-      for (std::size_t i = 0; i < active.size(); ++i) active[i]->pending_loss += values[static_cast<std::int64_t>(i)].item<double>();
+      // adapter, exactly that run's gradient (rows never see each other's adapters). One cross-entropy over
+      // all rows: a loss per run over a slice of the logits would make each backward fill a zero gradient
+      // of the whole batch's logits, quadratic in the pack.
+      namespace F = torch::nn::functional;
+      auto per_token = F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
+                                        targets.reshape({-1}).to(torch::kInt64),
+                                        F::CrossEntropyFuncOptions().reduction(torch::kNone));
+      auto losses = per_token.view({n_runs, -1}).mean(1);
+      std::vector<float> poison(active.size(), 0.0f);
+      bool poisoned = false;
+      for (std::size_t i = 0; i < active.size(); ++i)
+        if (active[i]->step == o.fault_nan_at_step) poison[i] = std::nanf(""), poisoned = true;
+      if (poisoned) losses = losses + torch::tensor(poison).to(losses.device());
+      (losses.sum() / o.grad_accum).backward();
+      auto values = losses.detach().to(torch::kCPU, torch::kFloat64);
+      auto acc = values.accessor<double, 1>();
+      for (std::size_t i = 0; i < active.size(); ++i) active[i]->pending_loss += acc[static_cast<std::int64_t>(i)];
     }
     std::vector<double> gnorms;
     for (Run* r : active) {
       const double train_loss = r->pending_loss / o.grad_accum;
       if (!std::isfinite(train_loss)) diverged(*r, "the training loss became " + describe_value(train_loss), r->step);
-      const double gnorm = torch::nn::utils::clip_grad_norm_(r->params, clip);
+      const double gnorm = r->clip_and_step(clip);
       if (!std::isfinite(gnorm)) diverged(*r, "the gradient norm became " + describe_value(gnorm), r->step);
-      r->optimizer->step();
       gnorms.push_back(gnorm);
     }
     if (sh.device.is_cuda()) torch::cuda::synchronize();

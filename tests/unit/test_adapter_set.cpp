@@ -54,8 +54,9 @@ std::vector<moin::LoraAdapter> make_adapters(moin::LlamaForCausalLM& m, bool sam
   return out;
 }
 
+// One row with one adapter on the whole batch. Grad mode stays on (nothing requires grad), so this is the
+// plain two-matmul LoRA, not the weights merged per call that inference without autograd uses.
 torch::Tensor logits_alone(moin::LlamaForCausalLM& m, const torch::Tensor& row, const moin::LoraAdapter* a) {
-  torch::NoGradGuard g;
   if (!a) return m->forward(row);
   moin::AdapterSet set(m->linears());
   auto all = moin::LoraRouting::all(set, set.add(*a));
@@ -72,16 +73,28 @@ TEST_P(AdapterSetPaths, MixedAdapterBatchEqualsEachRowAlone) {
   torch::manual_seed(3);
   auto tokens = torch::randint(0, 40, {6, 9}, torch::kLong);
   const std::vector<int> per_row = {0, -1, 2, 1, 0, 2};
-  torch::Tensor mixed;
+  auto routing = moin::LoraRouting::rows(set, per_row, m->device());
+  // With autograd on: thin LoRA matmuls per row group (or batched); without: each group's adapter folded
+  // into a copy of the weights for the call.
+  torch::Tensor mixed = m->forward(tokens, nullptr, &routing), merged;
   {
     torch::NoGradGuard g;
-    auto routing = moin::LoraRouting::rows(set, per_row, m->device());
-    mixed = m->forward(tokens, nullptr, &routing);
+    merged = m->forward(tokens, nullptr, &routing);
   }
   for (std::int64_t b = 0; b < 6; ++b) {
     const int a = per_row[static_cast<std::size_t>(b)];
     auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
     EXPECT_LT((mixed.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
+    EXPECT_LT((merged.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "merged, row " << b;
+  }
+  // One adapter on every row, merged, against the same references.
+  {
+    torch::NoGradGuard g;
+    auto all = moin::LoraRouting::all(set, 2);
+    auto out = m->forward(tokens, nullptr, &all);
+    for (std::int64_t b = 0; b < 6; ++b)
+      EXPECT_LT((out.narrow(0, b, 1) - logits_alone(m, tokens.narrow(0, b, 1), &adapters[2])).abs().max().item<double>(),
+                1e-5);
   }
   // The adapters do change the model (the comparison above is not between equal things).
   EXPECT_GT((logits_alone(m, tokens.narrow(0, 0, 1), &adapters[0]) - logits_alone(m, tokens.narrow(0, 0, 1), nullptr))
