@@ -670,11 +670,14 @@ json train(const TrainOptions& o, bool resume) {
       // adapter, exactly that run's gradient (rows never see each other's adapters). One cross-entropy over
       // all rows: a loss per run over a slice of the logits would make each backward fill a zero gradient
       // of the whole batch's logits, quadratic in the pack.
+      // A single run keeps the plain mean (bit for bit what unpacked training always computed).
       namespace F = torch::nn::functional;
-      auto per_token = F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
-                                        targets.reshape({-1}).to(torch::kInt64),
-                                        F::CrossEntropyFuncOptions().reduction(torch::kNone));
-      auto losses = per_token.view({n_runs, -1}).mean(1);
+      auto losses = n_runs == 1 ? cross_entropy(logits, targets).view({1})
+                                : F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
+                                                   targets.reshape({-1}).to(torch::kInt64),
+                                                   F::CrossEntropyFuncOptions().reduction(torch::kNone))
+                                      .view({n_runs, -1})
+                                      .mean(1);
       std::vector<float> poison(active.size(), 0.0f);
       bool poisoned = false;
       for (std::size_t i = 0; i < active.size(); ++i)
