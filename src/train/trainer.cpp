@@ -116,13 +116,15 @@ json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters)
 
 std::string describe_value(double x) { return std::isnan(x) ? "NaN" : "infinite"; }
 
+// The run's AdamW hyperparameters, with weight decay wd.
+torch::optim::AdamWOptions adamw_options(const TrainOptions& o, double wd) {
+  return torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
+}
+
 }  // namespace
 
 std::unique_ptr<torch::optim::AdamW> make_adamw(const NamedTensors& trainable, const TrainOptions& o) {
-  auto options = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
-  };
+  auto options = [&](double wd) { return std::make_unique<torch::optim::AdamWOptions>(adamw_options(o, wd)); };
   // No weight decay on 1-D parameters (norms, biases): decaying them toward 0 only hurts.
   std::vector<torch::Tensor> decay, no_decay;
   for (const auto& [name, t] : trainable) (t.dim() >= 2 ? decay : no_decay).push_back(t);
@@ -336,8 +338,7 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   }
   if (trains_adapter(mode)) {
     // Every LoRA tensor is 2-D, so the one group make_adamw would give it decays them all.
-    r.flat = std::make_unique<FlatAdamW>(
-        r.params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+    r.flat = std::make_unique<FlatAdamW>(r.params, adamw_options(o, o.weight_decay));
   } else {
     r.optimizer = make_adamw(r.trainable, o);
   }
