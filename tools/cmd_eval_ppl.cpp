@@ -9,7 +9,7 @@ namespace moin::cli {
 void register_eval_ppl(CLI::App* ev) {
   {
     auto* cmd = ev->add_subcommand(
-        "ppl", "Held-out perplexity: base, continued pre-training, dense LoRA, MoIN (routed), random expert, oracle");
+        "ppl", "Held-out perplexity: base, continued pre-training, dense LoRA, MoIN (routed), random expert, oracle, c-BTM, Arrow");
     auto& common = add_common(cmd);
     auto& flags = add_flags<PplOptions>(cmd);
     set_action(cmd, common, [&flags, &common] {

@@ -20,6 +20,15 @@
 
 namespace moin {
 
+namespace {
+// 0.1, 1, 2.5: an option's value as the user wrote it, for system names.
+std::string format_general(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+}  // namespace
+
 double PplCell::ppl() const { return tokens ? std::exp(nll / static_cast<double>(tokens)) : 0.0; }
 
 std::string json_path_string(const nlohmann::json& j, const std::string& dotted) {
@@ -111,6 +120,31 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
   return docs;
 }
 
+std::vector<std::pair<int, double>> cbtm_weights(const std::vector<int>& nearest, const std::vector<float>& d2,
+                                                 int top_k, double temperature,
+                                                 const std::vector<std::string>& expert_status) {
+  require(!nearest.empty() && d2.size() == nearest.size(), "c-BTM: a document without its nearest experts");
+  const std::size_t k = temperature > 0.0 ? std::min(nearest.size(), static_cast<std::size_t>(top_k)) : 1;
+  auto adapter_of = [&](int e) {
+    return expert_status.empty() || expert_status[static_cast<std::size_t>(e)] == "ok" ? e : -1;
+  };
+  std::vector<std::pair<int, double>> out;
+  // Relative to the nearest (the largest weight is exp(0)): no underflow of every term at small T.
+  double total = 0.0;
+  for (std::size_t j = 0; j < k; ++j) {
+    const double w = j == 0 ? 1.0 : std::exp(-(static_cast<double>(d2[j]) - d2[0]) / temperature);
+    total += w;
+    const int a = adapter_of(nearest[j]);
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == a; });
+    if (it == out.end())
+      out.emplace_back(a, w);
+    else
+      it->second += w;
+  }
+  for (auto& p : out) p.second /= total;
+  return out;
+}
+
 namespace {
 
 void add(PplCell& c, const EvalDoc& d, double nll) {
@@ -148,7 +182,7 @@ struct DocScores {
 }  // namespace
 
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, int dense_adapter, Scorer* cpt,
-                              const PplOptions& opts, const std::vector<std::string>& expert_status) {
+                              const PplOptions& opts, const std::vector<std::string>& expert_status, Scorer* arrow) {
   auto t0 = std::chrono::steady_clock::now();
   require(K > 0, "no experts to evaluate");
   const std::size_t n = docs.size();
@@ -186,11 +220,24 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
                  experts.size(), n_oracle * static_cast<std::int64_t>(experts.size()));
   }
 
+  // c-BTM's mixture per document. One component: its NLL is that adapter's (T = 0 is MoIN exactly);
+  // several: their per-token log-probabilities are mixed.
+  std::vector<std::vector<std::pair<int, double>>> mix(opts.cbtm ? n : 0);
+  std::vector<Job> token_jobs;
+  for (std::size_t i = 0; i < mix.size(); ++i) {
+    require(!docs[i].nearest.empty() && docs[i].nearest.front() == docs[i].routed,
+            "eval ppl: c-BTM needs each document's nearest experts, the routed one first");
+    mix[i] = cbtm_weights(docs[i].nearest, docs[i].nearest_d2, opts.cbtm_top_k, opts.cbtm_temperature, status);
+    if (mix[i].size() > 1)
+      for (const auto& [a, w] : mix[i]) token_jobs.push_back({i, a});
+  }
+
   // Every (document, adapter) pair a system needs, each once.
   std::vector<DocScores> scores(n);
   for (std::size_t i = 0; i < n; ++i) {
     auto& sc = scores[i];
     sc.need(-1);
+    if (!mix.empty() && mix[i].size() == 1) sc.need(mix[i].front().first);
     if (has_expert(docs[i].routed)) sc.need(docs[i].routed);
     if (opts.random) sc.need(docs[i].random);
     if (dense_adapter >= 0) sc.need(dense_adapter);
@@ -202,13 +249,15 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     for (const auto& [a, v] : scores[i].by_adapter) jobs.push_back({i, a});
   // By adapter (each loaded once, most batches on one adapter: the fast path), then by length (little
   // padding); batches are cut regardless of adapter, so small clusters share batches.
-  std::stable_sort(jobs.begin(), jobs.end(), [&](const Job& x, const Job& y) {
+  auto by_adapter_then_length = [&](const Job& x, const Job& y) {
     if (x.adapter != y.adapter) return x.adapter < y.adapter;
     return docs[x.doc].tokens.size() < docs[y.doc].tokens.size();
-  });
+  };
+  std::stable_sort(jobs.begin(), jobs.end(), by_adapter_then_length);
+  std::stable_sort(token_jobs.begin(), token_jobs.end(), by_adapter_then_length);
 
-  std::int64_t cpt_passes = cpt ? static_cast<std::int64_t>(n) : 0;
-  Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size()) + cpt_passes, "docs");
+  const std::int64_t whole_model_passes = (cpt ? static_cast<std::int64_t>(n) : 0) + (arrow ? static_cast<std::int64_t>(n) : 0);
+  Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size() + token_jobs.size()) + whole_model_passes, "docs");
   struct Pass {
     std::int64_t tokens = 0;
     double seconds = 0.0;
@@ -219,8 +268,12 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     return a < 0 ? std::string("the base model")
                  : a == dense_adapter ? std::string("the dense LoRA") : "expert " + std::to_string(a);
   };
-  // Scores jobs [b, e) of `list` with `s` in one call; time is shared among the batch's passes by tokens.
-  auto score_batch = [&](Scorer& s, const std::vector<Job>& list, std::size_t b, std::size_t e, bool is_cpt) {
+  // Scores jobs [b, e) of `list` with `s` in one call: NLL sums, or (per_token) the per-token terms.
+  // `whole` names a system that is a model of its own (cpt, arrow; null: the base scorer's adapters). A
+  // NaN would print as a perplexity ("-nan", "+0.0%") and pass for a result: it fails here. Time is shared
+  // among the batch's passes by tokens.
+  auto score_batch = [&](Scorer& s, const std::vector<Job>& list, std::size_t b, std::size_t e, const char* whole,
+                         bool per_token, std::vector<std::vector<float>>* token_lp) {
     std::vector<std::vector<int>> seqs;
     std::vector<int> from, adapter;
     std::int64_t batch_tokens = 0;
@@ -232,21 +285,30 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
       batch_tokens += static_cast<std::int64_t>(d.tokens.size());
     }
     auto t = std::chrono::steady_clock::now();
-    auto nll = s.nll(seqs, from, adapter);
+    std::vector<double> nll;
+    if (per_token) {
+      *token_lp = s.token_logprobs(seqs, from, adapter);
+      require(token_lp->size() == seqs.size(), "scorer returned the wrong number of results");
+      for (const auto& v : *token_lp) {
+        double sum = 0.0;
+        for (float x : v) sum -= x;
+        nll.push_back(sum);
+      }
+    } else {
+      nll = s.nll(seqs, from, adapter);
+    }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     require(nll.size() == seqs.size(), "scorer returned the wrong number of results");
     for (std::size_t j = b; j < e; ++j) {
       const auto& job = list[j];
       const double v = nll[j - b];
-      // A NaN would print as a perplexity ("-nan", "+0.0%") and pass for a result.
       if (!std::isfinite(v))
-        throw std::runtime_error("eval ppl: " +
-                                 (is_cpt ? std::string("the continued-pre-training model") : describe(job.adapter)) +
+        throw std::runtime_error("eval ppl: " + (whole ? std::string(whole) : describe(job.adapter)) +
                                  " gives a non-finite loss (" + std::to_string(v) + ") on document " +
                                  std::to_string(docs[job.doc].index) +
                                  ": NaN or infinite weights in its model or adapter?");
-      if (!is_cpt) scores[job.doc].at(job.adapter) = v;
-      auto& p = passes_timed[is_cpt ? "cpt" : pass_of(job.adapter)];
+      if (!whole && !per_token) scores[job.doc].at(job.adapter) = v;
+      auto& p = passes_timed[whole ? whole : per_token ? "cbtm" : pass_of(job.adapter)];
       const auto tok = static_cast<std::int64_t>(docs[job.doc].tokens.size());
       p.tokens += tok;
       p.seconds += dt * static_cast<double>(tok) / static_cast<double>(std::max<std::int64_t>(batch_tokens, 1));
@@ -255,20 +317,60 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     return nll;
   };
   const auto batch = static_cast<std::size_t>(opts.batch_size);
-  for (std::size_t b = 0; b < jobs.size(); b += batch) score_batch(base, jobs, b, std::min(jobs.size(), b + batch), false);
-  std::vector<double> nll_cpt(n, std::numeric_limits<double>::quiet_NaN());
-  if (cpt) {
-    std::vector<Job> cpt_jobs;
-    for (std::size_t i = 0; i < n; ++i) cpt_jobs.push_back({i, -1});
-    std::stable_sort(cpt_jobs.begin(), cpt_jobs.end(), [&](const Job& x, const Job& y) {
-      return docs[x.doc].tokens.size() < docs[y.doc].tokens.size();
-    });
-    for (std::size_t b = 0; b < n; b += batch) {
-      const std::size_t e = std::min(n, b + batch);
-      auto v = score_batch(*cpt, cpt_jobs, b, e, true);
-      for (std::size_t j = b; j < e; ++j) nll_cpt[cpt_jobs[j].doc] = v[j - b];
+  for (std::size_t b = 0; b < jobs.size(); b += batch)
+    score_batch(base, jobs, b, std::min(jobs.size(), b + batch), nullptr, false, nullptr);
+  // c-BTM: each document's mixture, -sum_t log sum_j w_j p_j(t), from its components' per-token terms.
+  std::vector<double> nll_cbtm(mix.size(), std::numeric_limits<double>::quiet_NaN());
+  {
+    std::vector<std::vector<std::vector<float>>> parts(mix.size());  // [doc][component] per-token log-probs
+    for (std::size_t i = 0; i < mix.size(); ++i) parts[i].resize(mix[i].size());
+    std::vector<std::vector<float>> lp;
+    for (std::size_t b = 0; b < token_jobs.size(); b += batch) {
+      const std::size_t e = std::min(token_jobs.size(), b + batch);
+      score_batch(base, token_jobs, b, e, nullptr, true, &lp);
+      for (std::size_t j = b; j < e; ++j) {
+        const auto& job = token_jobs[j];
+        const auto& m = mix[job.doc];
+        const auto c = static_cast<std::size_t>(
+            std::find_if(m.begin(), m.end(), [&](const auto& p) { return p.first == job.adapter; }) - m.begin());
+        parts[job.doc][c] = std::move(lp[j - b]);
+      }
+    }
+    for (std::size_t i = 0; i < mix.size(); ++i) {
+      if (mix[i].size() == 1) {
+        nll_cbtm[i] = scores[i].at(mix[i].front().first);
+        continue;
+      }
+      double nll = 0.0;
+      for (std::size_t t = 0; t < parts[i].front().size(); ++t) {
+        double top = -std::numeric_limits<double>::infinity();
+        for (std::size_t c = 0; c < mix[i].size(); ++c)
+          top = std::max(top, std::log(mix[i][c].second) + parts[i][c][t]);
+        double sum = 0.0;
+        for (std::size_t c = 0; c < mix[i].size(); ++c) sum += std::exp(std::log(mix[i][c].second) + parts[i][c][t] - top);
+        nll -= top + std::log(sum);
+      }
+      nll_cbtm[i] = nll;
     }
   }
+  // Systems that are models of their own score every document once, with no adapter of the base's.
+  auto score_whole = [&](Scorer& s, const char* what) {
+    std::vector<Job> list;
+    for (std::size_t i = 0; i < n; ++i) list.push_back({i, -1});
+    std::stable_sort(list.begin(), list.end(), [&](const Job& x, const Job& y) {
+      return docs[x.doc].tokens.size() < docs[y.doc].tokens.size();
+    });
+    std::vector<double> out(n, std::numeric_limits<double>::quiet_NaN());
+    for (std::size_t b = 0; b < n; b += batch) {
+      const std::size_t e = std::min(n, b + batch);
+      auto v = score_batch(s, list, b, e, what, false, nullptr);
+      for (std::size_t j = b; j < e; ++j) out[list[j].doc] = v[j - b];
+    }
+    return out;
+  };
+  std::vector<double> nll_cpt, nll_arrow;
+  if (cpt) nll_cpt = score_whole(*cpt, "cpt");
+  if (arrow) nll_arrow = score_whole(*arrow, "arrow");
   progress.finish();
 
   PplReport r;
@@ -277,8 +379,10 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   r.num_experts = K;
   r.expert_status = status;
   r.oracle_docs = n_oracle;
-  PplSystem s_base{"base"}, s_cpt{"continued pre-training"}, s_dense{"dense LoRA"}, s_moin{"MoIN (routed)"},
-      s_random{"random expert"}, s_oracle{"oracle expert"};
+  PplSystem s_base{"base", "base"}, s_cpt{"cpt", "continued pre-training"}, s_dense{"dense", "dense LoRA"},
+      s_moin{"moin", "MoIN (routed)"}, s_random{"random", "random expert"}, s_oracle{"oracle", "oracle expert"},
+      s_cbtm{"cbtm", "c-BTM (top-" + std::to_string(opts.cbtm_top_k) + ", T=" + format_general(opts.cbtm_temperature) + ")"},
+      s_arrow{"arrow", "Arrow (top-" + std::to_string(opts.arrow_top_k) + ", T=" + format_general(opts.arrow_temperature) + ")"};
   for (std::size_t i = 0; i < n; ++i) {
     auto& d = docs[i];
     auto& sc = scores[i];
@@ -301,6 +405,8 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
       add(r.routed_without_expert, d, nb);
     }
     if (opts.random) add(s_random, d, sc.at(d.random));
+    if (opts.cbtm) add(s_cbtm, d, nll_cbtm[i]);
+    if (arrow) add(s_arrow, d, nll_arrow[i]);
     r.index.push_back(d.index);
     r.routed.push_back(d.routed);
     r.oracle.push_back(d.oracle);
@@ -315,6 +421,8 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     if (n_oracle < r.docs) s_oracle.name += " (sample of " + std::to_string(n_oracle) + " docs)";
     r.systems.push_back(s_oracle);
   }
+  if (opts.cbtm) r.systems.push_back(s_cbtm);
+  if (arrow) r.systems.push_back(s_arrow);
   r.throughput = nlohmann::json::object();
   for (const auto& [name, p] : passes_timed)
     r.throughput[name] = {{"tokens", p.tokens}, {"seconds", p.seconds},
@@ -347,6 +455,7 @@ nlohmann::json PplReport::to_json() const {
   for (const auto& s : systems) {
     nlohmann::json js = cell_json(s.overall);
     js["name"] = s.name;
+    js["key"] = s.key;
     for (const auto& [k, c] : s.per_cluster) js["per_cluster"][std::to_string(k)] = cell_json(c);
     for (const auto& [k, c] : s.per_label) js["per_label"][k.empty() ? "(none)" : k] = cell_json(c);
     j["systems"].push_back(js);

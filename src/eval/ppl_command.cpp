@@ -2,6 +2,7 @@
 // the rest, writes the reports and the plot (see perplexity.h).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -12,6 +13,8 @@
 #include "moin/eval/llama_scorer.h"
 #include "moin/eval/perplexity.h"
 #include "moin/eval/plot.h"
+#include "moin/model/adapter_set.h"
+#include "moin/model/arrow.h"
 #include "moin/model/checkpoint.h"
 #include "moin/route/routed_model.h"
 #include "moin/route/router.h"
@@ -52,11 +55,16 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   spdlog::info("eval ppl: {} documents ({} too short for a {}-token prefix + {} scored tokens), {} experts",
                docs.size(), skipped, opts.prefix_tokens, opts.min_eval_tokens, K);
 
-  // The router sees only each document's prefix text.
+  // The router sees only each document's prefix text. c-BTM takes its nearest experts with their squared
+  // L2 distances (spherical k-means ranks by 1 - <x, c> with unit vectors: d^2 = 2 (1 - <x, c>)).
   std::vector<std::string> prefixes;
   for (const auto& d : docs) prefixes.push_back(d.prefix_text);
-  auto routes = router.route(prefixes);
-  for (std::size_t i = 0; i < docs.size(); ++i) docs[i].routed = routes[i].expert();
+  auto routes = router.route(prefixes, opts.cbtm ? std::min(opts.cbtm_top_k, K) : 1);
+  for (std::size_t i = 0; i < docs.size(); ++i) {
+    docs[i].routed = routes[i].expert();
+    docs[i].nearest = routes[i].experts;
+    for (float dist : routes[i].distances) docs[i].nearest_d2.push_back(router.spherical() ? 2.0f * dist : dist);
+  }
 
   auto dtype = parse_dtype(opts.dtype);
   auto device = parse_device(opts.device);
@@ -103,7 +111,20 @@ PplReport run_eval_ppl(const PplOptions& opts) {
     cpt_scorer = std::make_unique<LlamaScorer>(*cpt_model);
   }
 
-  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts, status);
+  // Arrow: every expert on the device at once, mixed per token in each projection.
+  std::unique_ptr<ArrowLibrary> arrow;
+  std::unique_ptr<LlamaScorer> arrow_scorer;
+  if (opts.arrow) {
+    AdapterSet library(base_llama->linears());
+    for (int e = 0; e < K; ++e)
+      if (status[static_cast<std::size_t>(e)] == "ok") library.add(LoraAdapter::load(dirs[static_cast<std::size_t>(e)], base_llama->linears()));
+    arrow = std::make_unique<ArrowLibrary>(library, ArrowOptions{opts.arrow_top_k, opts.arrow_temperature});
+    spdlog::info("eval ppl: Arrow over {} experts (top-{}, T = {})", arrow->size(), opts.arrow_top_k,
+                 opts.arrow_temperature);
+    arrow_scorer = std::make_unique<LlamaScorer>(base, LoraRouting::arrow_mix(*arrow));
+  }
+
+  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts, status, arrow_scorer.get());
   r.skipped_short = skipped;
   r.ingest = ingest.to_json();
   const auto& cs = base.cache_stats();

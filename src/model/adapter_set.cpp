@@ -104,4 +104,10 @@ LoraRouting LoraRouting::mixture(const AdapterSet& set, const torch::Tensor& ids
   return r;
 }
 
+LoraRouting LoraRouting::arrow_mix(const ArrowLibrary& library) {
+  LoraRouting r;
+  r.arrow = &library;
+  return r;
+}
+
 }  // namespace moin

@@ -1,10 +1,13 @@
 // moin logits: a checkpoint's outputs on given tokens, written for comparison with other implementations.
 #include "moin/model/inspect.h"
 
+#include <memory>
+
 #include "moin/core/error.h"
 #include "moin/model/autocast.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/adapter_set.h"
+#include "moin/model/arrow.h"
 #include "moin/model/safetensors_torch.h"
 
 namespace moin {
@@ -16,6 +19,8 @@ void LogitsDumpOptions::validate() const {
   parse_dtype(dtype);
   require(!adapter_grads || !adapter.empty(), "logits: adapter_grads needs an adapter (--adapter DIR)");
   require(!adapter_grads || tokens.size() >= 2, "logits: adapter_grads needs at least 2 tokens");
+  require(arrow.empty() || (adapter.empty() && !adapter_grads),
+          "logits: arrow takes the place of --adapter (and has no gradients to write)");
 }
 
 void dump_logits(const LogitsDumpOptions& opts) {
@@ -33,6 +38,12 @@ void dump_logits(const LogitsDumpOptions& opts) {
     where.trainable = opts.adapter_grads;
     adapter = LoraAdapter::load(opts.adapter, model->linears(), where);  // on the model's device and dtype
     lora = LoraRouting::all(adapters, adapters.add(adapter));
+  }
+  std::unique_ptr<ArrowLibrary> arrow;
+  if (!opts.arrow.empty()) {
+    for (const auto& dir : opts.arrow) adapters.add(LoraAdapter::load(dir, model->linears()));
+    arrow = std::make_unique<ArrowLibrary>(adapters, ArrowOptions{opts.arrow_top_k, opts.arrow_temperature});
+    lora = LoraRouting::arrow_mix(*arrow);
   }
   auto ids = torch::tensor(opts.tokens, torch::kInt64).view({1, -1}).to(model->device());
   std::vector<std::pair<std::string, torch::Tensor>> out;

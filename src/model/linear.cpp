@@ -4,6 +4,7 @@
 #include <torch/nn/functional/linear.h>
 
 #include "moin/model/adapter_set.h"
+#include "moin/model/arrow.h"
 
 namespace moin {
 
@@ -82,6 +83,11 @@ torch::Tensor forward_merged(const LinearImpl& lin, const torch::Tensor& x, cons
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lora) {
   namespace F = torch::nn::functional;
+  if (lora != nullptr && lora->arrow != nullptr) {
+    auto y = F::linear(x, weight, bias);
+    auto d = lora->arrow->delta(lora_slot, x);
+    return d.defined() ? y + d.to(y.scalar_type()) : y;
+  }
   if (lora != nullptr && !lora->empty() && lora_slot >= 0) {
     auto y = forward_merged(*this, x, *lora);
     if (y.defined()) return y;

@@ -6,6 +6,7 @@
 
 #include "moin/core/error.h"
 #include "moin/model/adapter_set.h"
+#include "moin/model/arrow.h"
 #include "moin/model/llama.h"
 
 namespace {
@@ -195,6 +196,64 @@ TEST(AdapterSet, PerTokenMixtureAtAProjectionFollowsTheFormula) {
       }
   EXPECT_LT((got.detach() - want).abs().max().item<double>(), 1e-5);
   EXPECT_TRUE(got.requires_grad());  // differentiable in the weights
+}
+
+// Arrow's prototype is ΔW = B A's top right singular vector: against an SVD of the full ΔW.
+TEST(Arrow, PrototypeIsTheTopRightSingularVectorOfTheFullDelta) {
+  torch::manual_seed(3);
+  for (int trial = 0; trial < 4; ++trial) {
+    auto A = torch::randn({4, 24}), B = torch::randn({40, 4});
+    auto v = moin::ArrowLibrary::top_right_singular_vector(A, B);
+    auto ref = std::get<2>(torch::linalg_svd(B.mm(A), false))[0];
+    EXPECT_NEAR(v.norm().item<double>(), 1.0, 1e-5);
+    EXPECT_NEAR(std::abs(v.dot(ref).item<double>()), 1.0, 1e-5);  // the same up to sign
+  }
+}
+
+// Each token takes its top-k adapters by |<x, p_e>| and softmax(|<x, p_e>| / T) weights, token by token by
+// hand with prototypes from a full SVD; adapters of another rank in one projection are refused.
+TEST(Arrow, EachTokenMixesItsTopKAdaptersAsTheFormulaSays) {
+  auto m = tiny_model();
+  auto adapters = make_adapters(m, /*same_shape=*/true);
+  moin::AdapterSet set(m->linears());
+  for (const auto& a : adapters) set.add(a);
+  const double T = 0.7;
+  moin::ArrowLibrary library(set, moin::ArrowOptions{2, T});
+  auto routing = moin::LoraRouting::arrow_mix(library);
+  auto q = m->model->layers->ptr<moin::LlamaDecoderLayerImpl>(1)->self_attn->q_proj;
+  torch::manual_seed(8);
+  auto x = torch::randn({2, 5, q->in_features});
+  torch::NoGradGuard g;
+  auto got = q->forward(x, &routing);
+  auto want = torch::nn::functional::linear(x, q->weight, q->bias);
+  std::vector<torch::Tensor> protos;
+  for (int e = 0; e < set.size(); ++e) {
+    const auto* en = set.entry(q->lora_slot, e);
+    protos.push_back(std::get<2>(torch::linalg_svd(en->B.mm(en->A), false))[0]);
+  }
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t t = 0; t < 5; ++t) {
+      auto xt = x[b][t];
+      std::vector<std::pair<double, int>> sims;
+      for (int e = 0; e < set.size(); ++e) sims.emplace_back(std::abs(xt.dot(protos[static_cast<std::size_t>(e)]).item<double>()), e);
+      std::sort(sims.rbegin(), sims.rend());
+      const double z = std::exp(sims[0].first / T) + std::exp(sims[1].first / T);
+      for (int j = 0; j < 2; ++j) {
+        const auto* en = set.entry(q->lora_slot, sims[static_cast<std::size_t>(j)].second);
+        want[b][t] += std::exp(sims[static_cast<std::size_t>(j)].first / T) / z * en->scaling *
+                      xt.matmul(en->A.t()).matmul(en->B.t());
+      }
+    }
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((got - torch::nn::functional::linear(x, q->weight, q->bias)).abs().max().item<double>(), 1e-3);
+  // The whole model runs under it, and differs from every adapter alone.
+  auto tokens = torch::tensor({1, 5, 9, 2, 7}, torch::kLong).view({1, -1});
+  auto arrow_logits = m->forward(tokens, nullptr, &routing);
+  for (const auto& a : adapters) EXPECT_GT((arrow_logits - logits_alone(m, tokens, &a)).abs().max().item<double>(), 1e-4);
+
+  moin::AdapterSet mixed_ranks(m->linears());
+  for (const auto& a : make_adapters(m, false)) mixed_ranks.add(a);
+  EXPECT_THROW(moin::ArrowLibrary(mixed_ranks, moin::ArrowOptions{}), moin::UserError);
 }
 
 // One backward through a mixed batch gives each adapter the gradient of its own rows' loss alone.

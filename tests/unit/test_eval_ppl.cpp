@@ -37,6 +37,16 @@ struct TableScorer : moin::Scorer {
     }
     return out;
   }
+  std::vector<std::vector<float>> token_logprobs(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
+                                                 const std::vector<int>& adapter) override {
+    std::vector<std::vector<float>> out(seqs.size());
+    for (std::size_t i = 0; i < seqs.size(); ++i) {
+      rows_per_adapter_calls.push_back(adapter[i]);
+      for (std::size_t t = static_cast<std::size_t>(from[i]); t < seqs[i].size(); ++t)
+        out[i].push_back(static_cast<float>(-cost(adapter[i], seqs[i][t])));
+    }
+    return out;
+  }
   int num_adapters() const override { return adapters; }
 };
 
@@ -120,6 +130,67 @@ TEST(EvalPpl, EverySystemMatchesABruteForceReference) {
   auto md = r.markdown();
   EXPECT_NE(md.find("| MoIN (routed) |"), std::string::npos);
   EXPECT_NE(md.find("Perplexity per label"), std::string::npos);
+}
+
+// c-BTM against a brute-force mixture of next-token distributions; T = 0 is MoIN (the routed expert)
+// exactly, and T -> 0 converges to it; an expert without an adapter is the base model.
+TEST(EvalPpl, CbtmMixesTheNearestExpertsAndItsZeroTemperatureIsMoIN) {
+  const int K = 5, P = 3;
+  auto docs = random_docs(23, K, P, 17);
+  std::mt19937 rng(5);
+  for (auto& d : docs) {
+    d.nearest = {d.routed};
+    d.nearest_d2 = {0.2f + 0.01f * static_cast<float>(rng() % 50)};
+    while (d.nearest.size() < 3) {
+      const int e = static_cast<int>(rng() % K);
+      if (std::find(d.nearest.begin(), d.nearest.end(), e) != d.nearest.end()) continue;
+      d.nearest.push_back(e);
+      d.nearest_d2.push_back(d.nearest_d2.back() + 0.01f * static_cast<float>(rng() % 30));
+    }
+  }
+  std::vector<std::string> status(K, "ok");
+  status[3] = "too_small";
+  auto adapter_of = [&](int e) { return status[static_cast<std::size_t>(e)] == "ok" ? e : -1; };
+  moin::PplOptions opts;
+  opts.prefix_tokens = P;
+  opts.random = false;
+  opts.cbtm = true;
+  opts.cbtm_top_k = 3;
+  auto run = [&](double T) {
+    opts.cbtm_temperature = T;
+    TableScorer base(K);
+    auto copy = docs;
+    return moin::evaluate_perplexity(copy, base, K, -1, nullptr, opts, status);
+  };
+  auto r0 = run(0.0);
+  const auto* moin0 = r0.find("MoIN (routed)");
+  const auto* cbtm0 = &r0.systems.back();
+  ASSERT_EQ(cbtm0->key, "cbtm");
+  EXPECT_EQ(cbtm0->overall.nll, moin0->overall.nll);  // exactly: the same scores
+  EXPECT_EQ(cbtm0->overall.tokens, moin0->overall.tokens);
+  EXPECT_NEAR(run(1e-4).systems.back().overall.nll, moin0->overall.nll, 1e-9 * moin0->overall.nll);
+
+  const double T = 0.05;
+  auto r = run(T);
+  double want = 0;
+  for (const auto& d : docs) {
+    std::vector<double> w;
+    for (std::size_t j = 0; j < 3; ++j) w.push_back(std::exp(-static_cast<double>(d.nearest_d2[j]) / T));
+    const double z = w[0] + w[1] + w[2];
+    for (std::size_t t = static_cast<std::size_t>(d.from); t < d.tokens.size(); ++t) {
+      double p = 0;
+      for (std::size_t j = 0; j < 3; ++j) p += w[j] / z * std::exp(-TableScorer::cost(adapter_of(d.nearest[j]), d.tokens[t]));
+      want -= std::log(p);
+    }
+  }
+  const auto& cbtm = r.systems.back();
+  EXPECT_NEAR(cbtm.overall.nll, want, 1e-5 * want);
+  EXPECT_GT(std::abs(cbtm.overall.nll - moin0->overall.nll), 1e-3 * want);  // the mixture is not MoIN here
+  double clusters = 0;
+  for (const auto& [k, c] : cbtm.per_cluster) clusters += c.nll;
+  EXPECT_NEAR(clusters, cbtm.overall.nll, 1e-6 * want);
+  EXPECT_EQ(r.to_json()["systems"].back()["key"], "cbtm");
+  EXPECT_NE(r.markdown().find("| c-BTM (top-3, T=0.05) |"), std::string::npos);
 }
 
 TEST(EvalPpl, WithoutOracleOnlyNeededExpertsAreScored) {

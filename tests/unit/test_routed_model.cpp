@@ -87,9 +87,15 @@ TEST(LlamaScorer, MixedAdapterBatchMatchesOneByOneReference) {
   for (const auto& adapters : std::vector<std::vector<int>>{{-1, -1, -1, -1}, {0, 0, 0, 0}, {1, 1, 1, 1},
                                                            {0, -1, 1, 0}, {1, 0, -1, 1}}) {
     auto got = scorer.nll(seqs, from, adapters);
+    auto per_token = scorer.token_logprobs(seqs, from, adapters);
     for (std::size_t i = 0; i < seqs.size(); ++i) {
       const double want = ref_nll(i, adapters[i]);
       EXPECT_NEAR(got[i], want, 1e-4 * (1 + std::abs(want))) << "adapter " << adapters[i] << " seq " << i;
+      // The per-token terms (c-BTM mixes them) are the ones nll() sums, one per scored position.
+      ASSERT_EQ(per_token[i].size(), seqs[i].size() - static_cast<std::size_t>(from[i]));
+      double sum = 0;
+      for (float lp : per_token[i]) sum -= lp;
+      EXPECT_NEAR(sum, want, 1e-4 * (1 + std::abs(want)));
     }
   }
 }

@@ -1,5 +1,7 @@
 // Held-out perplexity of every system in one run: base, continued pre-training, dense LoRA, MoIN
-// (routed), random expert, and oracle (the best expert per document).
+// (routed), random expert, oracle (the best expert per document), and the comparison methods over the
+// same experts: the c-BTM ensemble (the prefix's top-k experts, their next-token distributions mixed with
+// weights softmax(-d^2 / T)) and Arrow (zero-shot token-level routing in every projection, model/arrow.h).
 //
 // No leakage: each document is tokenized (BOS + ids, cut at max_tokens); the router sees only the text of
 // the first prefix_tokens ids, and perplexity counts only the tokens after them (the model still reads
@@ -50,6 +52,12 @@ struct PplOptions {
   bool oracle = false;
   std::int64_t oracle_docs = 0;
   bool random = true;
+  bool cbtm = false;
+  int cbtm_top_k = 2;
+  double cbtm_temperature = 0.1;
+  bool arrow = false;
+  int arrow_top_k = 3;
+  double arrow_temperature = 1.0;
   bool require_all_experts = false;
   std::uint64_t seed = 1234;
   int cache_size = 4;
@@ -78,6 +86,14 @@ struct PplOptions {
       "documents x experts forward passes");
     v("oracle_docs", oracle_docs, "with oracle: score it on a fixed sample of this many documents (0 = all)");
     v("random", random, "also score a uniformly random expert per document (seeded; among the experts that exist)");
+    v("cbtm", cbtm, "also score the c-BTM ensemble: the prefix's cbtm_top_k nearest experts, next-token "
+      "distributions mixed with weights softmax(-d^2 / cbtm_temperature) (d^2: squared L2 distance to the centroid)");
+    v("cbtm_top_k", cbtm_top_k, "c-BTM: experts mixed per document");
+    v("cbtm_temperature", cbtm_temperature, "c-BTM: softmax temperature over -d^2 (0 = the nearest expert alone: MoIN)");
+    v("arrow", arrow, "also score Arrow: every expert loaded at once, each projection mixing per token the "
+      "arrow_top_k experts whose prototypes are nearest the token (no training)");
+    v("arrow_top_k", arrow_top_k, "Arrow: experts mixed per token and projection");
+    v("arrow_temperature", arrow_temperature, "Arrow: softmax temperature over the top-k similarities");
     v("require_all_experts", require_all_experts,
       "fail when a cluster's expert is missing or unfinished (default: warn, and route its documents to the base; "
       "clusters the trainer skipped as too small never fail)");
@@ -97,6 +113,10 @@ struct PplOptions {
     require(cache_size > 0, "cache_size must be positive");
     require(max_docs >= 0, "max_docs must be >= 0");
     require(oracle_docs >= 0, "oracle_docs must be >= 0");
+    require(cbtm_top_k >= 1, "cbtm_top_k must be >= 1");
+    require(cbtm_temperature >= 0.0, "cbtm_temperature must be >= 0");
+    require(arrow_top_k >= 1, "arrow_top_k must be >= 1");
+    require(arrow_temperature > 0.0, "arrow_temperature must be positive");
   }
 };
 
@@ -108,6 +128,10 @@ struct EvalDoc {
   int from = 0;             // first scored position: 1 + prefix_tokens
   std::string prefix_text;  // what the router saw
   int routed = -1, random = -1, oracle = -1;
+  // c-BTM: the prefix's nearest experts, nearest first (nearest[0] == routed), and their squared L2
+  // distances to the prefix's embedding.
+  std::vector<int> nearest;
+  std::vector<float> nearest_d2;
   std::int64_t eval_tokens() const { return static_cast<std::int64_t>(tokens.size()) - from; }
 };
 
@@ -121,7 +145,8 @@ struct PplCell {
 };
 
 struct PplSystem {
-  std::string name;
+  std::string key;   // base, cpt, dense, moin, random, oracle, cbtm, arrow
+  std::string name;  // as the tables print it
   PplCell overall;
   // The base model's cell on the same documents, when the system covers only some (the oracle's sample).
   PplCell base_same_docs;
@@ -141,7 +166,7 @@ struct PplReport {
   std::int64_t oracle_docs = 0;               // documents the oracle was computed on
   std::vector<std::string> labels;
   nlohmann::json cache_stats;
-  // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt": {tokens, seconds,
+  // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt"|"cbtm"|"arrow": {tokens, seconds,
   // tokens_per_s}}; "experts" includes adapter switches (with oracle and random off it is the routed pass).
   nlohmann::json throughput;
   nlohmann::json ingest;  // the CorpusReader's report of the data (counts of skipped or repaired lines)
@@ -156,12 +181,20 @@ std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const
                                     const Tokenizer& tokenizer, const PplOptions& opts, std::int64_t* skipped);
 
 // The evaluation proper. `base` scores with adapters 0..K-1 = experts and (when `dense_adapter` >= 0)
-// that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model. The docs'
-// `routed` must be set (by the router, from prefix_text); random and oracle are filled in here.
+// that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model; `arrow` (may be
+// null) scores every row under Arrow's routing. The docs' `routed` must be set (by the router, from
+// prefix_text), and with opts.cbtm their `nearest` and `nearest_d2`; random and oracle are filled in here.
 // expert_status[e] != "ok" (see find_experts) marks a cluster without an expert; empty: all have one.
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int num_experts, int dense_adapter,
                               Scorer* cpt, const PplOptions& opts,
-                              const std::vector<std::string>& expert_status = {});
+                              const std::vector<std::string>& expert_status = {}, Scorer* arrow = nullptr);
+
+// c-BTM's mixture for one document: (adapter, weight) pairs, weights softmax(-d^2 / T) over the nearest
+// top_k experts (T = 0: the nearest alone, weight 1). An expert without an adapter (has_expert false) is
+// the base model (-1), as MoIN routes it; components on the same adapter are merged.
+std::vector<std::pair<int, double>> cbtm_weights(const std::vector<int>& nearest, const std::vector<float>& d2,
+                                                 int top_k, double temperature,
+                                                 const std::vector<std::string>& expert_status);
 
 // The whole command: reads opts.data, loads the models, routes, evaluates, writes the reports.
 PplReport run_eval_ppl(const PplOptions& opts);

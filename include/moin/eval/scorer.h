@@ -16,6 +16,11 @@ class Scorer {
   // seqs[i][0..t)), in nats. from[i] >= 1. One call may mix adapters.
   virtual std::vector<double> nll(const std::vector<std::vector<int>>& seqs, const std::vector<int>& from,
                                   const std::vector<int>& adapter) = 0;
+  // The terms nll() sums, one per scored position: log p(seqs[i][t] | seqs[i][0..t)) for t in [from[i],
+  // seqs[i].size()). For systems that mix distributions token by token (the c-BTM ensemble).
+  virtual std::vector<std::vector<float>> token_logprobs(const std::vector<std::vector<int>>& seqs,
+                                                         const std::vector<int>& from,
+                                                         const std::vector<int>& adapter) = 0;
   virtual int num_adapters() const = 0;
 };
 

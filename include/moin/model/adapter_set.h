@@ -32,6 +32,8 @@ class AdapterSet {
   int add(const LoraAdapter& adapter) { return add(std::make_shared<const LoraAdapter>(adapter)); }
 
   int size() const { return static_cast<int>(adapters_.size()); }
+  // Projections of the base (lora_slot ranges over [0, num_slots())).
+  std::size_t num_slots() const { return num_slots_; }
   const LoraAdapter& adapter(int i) const { return *adapters_.at(static_cast<std::size_t>(i)); }
   // The tensors adapter `i` has for the projection in `slot`; nullptr when it does not target it.
   const Entry* entry(std::int64_t slot, int i) const {

@@ -19,6 +19,9 @@ struct LogitsDumpOptions {
   std::int64_t hidden_layer = -1000;  // also write "hidden_states" of this layer (HF indexing); -1000: none
   bool adapter_grads = false;         // also write d(loss)/d(A, B) of the adapter and the loss
   bool autocast_bf16 = false;         // run the forward under bf16 autocast (as training does on a GPU)
+  std::vector<std::string> arrow;     // a library of adapter folders routed by Arrow (instead of --adapter)
+  int arrow_top_k = 3;
+  double arrow_temperature = 1.0;
 
   template <class V> void visit(V& v) {
     v("model", model, "checkpoint folder");
@@ -35,6 +38,9 @@ struct LogitsDumpOptions {
       "adapter's matrices, as \"grad.<PEFT tensor name>\", and \"loss\" (needs adapter)");
     v("autocast_bf16", autocast_bf16,
       "run the forward (and backward) under bf16 autocast with float32 weights, as training does on a GPU");
+    v("arrow", arrow, "adapter folders (PEFT layout) mixed per token by Arrow routing (model/arrow.h), instead of --adapter");
+    v("arrow_top_k", arrow_top_k, "with arrow: adapters mixed per token and projection");
+    v("arrow_temperature", arrow_temperature, "with arrow: softmax temperature over the top-k similarities");
   }
   void validate() const;
 };

@@ -6,6 +6,7 @@
 //   LoraRouting::all(set, 3)                  every row uses adapter 3 (the fast path: two plain matmuls)
 //   LoraRouting::rows(set, {0, -1, 5, 0}, d)  row b uses adapter per_row[b]; -1 is the bare base
 //   LoraRouting::mixture(set, ids, weights)   token (b, t) adds sum_j weights[b,t,j] * adapter ids[b,t,j]
+//   LoraRouting::arrow_mix(library)           every projection routes each token by Arrow (model/arrow.h)
 //
 // Rows naming several adapters run as Punica's BGMV does, with batched matmuls: each projection stacks the
 // A and B of the adapters present, gathers every row's pair and runs two bmm's, so the number of kernels
@@ -21,6 +22,7 @@
 namespace moin {
 
 class AdapterSet;
+class ArrowLibrary;
 
 struct LoraRouting {
   struct Group {
@@ -35,8 +37,10 @@ struct LoraRouting {
   std::vector<int> present;
   torch::Tensor row_slot;   // int64 [B]
   torch::Tensor row_scale;  // float32 [B]
+  // Arrow: each projection picks its adapters per token itself (groups are then empty).
+  const ArrowLibrary* arrow = nullptr;
 
-  bool empty() const { return set == nullptr || groups.empty(); }
+  bool empty() const { return arrow == nullptr && (set == nullptr || groups.empty()); }
 
   static LoraRouting all(const AdapterSet& set, int adapter);
   // per_row[b] in [-1, set.size()); `device` is the model's (where the row indices go).
@@ -44,6 +48,8 @@ struct LoraRouting {
   // ids: int64 [B, T, k] (-1: no adapter), weights: [B, T, k] floating, on the model's device. The weights
   // may require grad (a learned router); the result is differentiable in them.
   static LoraRouting mixture(const AdapterSet& set, const torch::Tensor& ids, const torch::Tensor& weights);
+  // Arrow's zero-shot token-level routing over the library's adapters (the library must outlive the call).
+  static LoraRouting arrow_mix(const ArrowLibrary& library);
 };
 
 }  // namespace moin
