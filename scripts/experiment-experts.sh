@@ -98,11 +98,12 @@ echo "dense: $(( $(date +%s) - T0 )) s"
 echo "cpt: $(( $(date +%s) - T0 )) s"
 
 # 7. Held-out perplexity on the corpus's valid.jsonl (documents no run trained on), routed on 32-token
-#    prefixes: base, continued pre-training, dense LoRA, MoIN, random expert, oracle.
+#    prefixes: base, continued pre-training, dense LoRA, MoIN, random expert, oracle, and the comparison
+#    methods over the same experts, c-BTM and Arrow (docs/compare.md).
 [ -f "$WORK/ppl.json" ] || "$MOIN" eval ppl --data "$DATA/corpus/valid.jsonl" --base "$WORK/base" \
   --partition "$WORK/part" --experts "$WORK/experts" --dense "$WORK/dense" --cpt "$WORK/cpt" \
   --prefix-tokens 32 --max-tokens 256 --json "$WORK/ppl.json" --markdown "$WORK/ppl.md" \
-  --set plots=false --set oracle=true --quiet > /dev/null
+  --set plots=false --set oracle=true --set cbtm=true --set arrow=true --quiet > /dev/null
 echo "eval: $(( $(date +%s) - T0 )) s"
 echo "total time: $(( $(date +%s) - T0 )) s"
 
