@@ -341,13 +341,14 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
         nll_cbtm[i] = scores[i].at(mix[i].front().first);
         continue;
       }
+      std::vector<double> log_w;
+      for (const auto& [a, w] : mix[i]) log_w.push_back(std::log(w));
       double nll = 0.0;
       for (std::size_t t = 0; t < parts[i].front().size(); ++t) {
         double top = -std::numeric_limits<double>::infinity();
-        for (std::size_t c = 0; c < mix[i].size(); ++c)
-          top = std::max(top, std::log(mix[i][c].second) + parts[i][c][t]);
+        for (std::size_t c = 0; c < log_w.size(); ++c) top = std::max(top, log_w[c] + parts[i][c][t]);
         double sum = 0.0;
-        for (std::size_t c = 0; c < mix[i].size(); ++c) sum += std::exp(std::log(mix[i][c].second) + parts[i][c][t] - top);
+        for (std::size_t c = 0; c < log_w.size(); ++c) sum += std::exp(log_w[c] + parts[i][c][t] - top);
         nll -= top + std::log(sum);
       }
       nll_cbtm[i] = nll;
