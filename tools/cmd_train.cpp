@@ -1,4 +1,5 @@
-// moin train: one training run (an expert, the dense-LoRA baseline, or full training). See train/trainer.h.
+// moin train: one training run (an expert, the dense-LoRA baseline, full training, or a mixture of the
+// experts). See train/trainer.h.
 #include <iostream>
 
 #include "cli.h"
@@ -8,7 +9,8 @@ namespace moin::cli {
 
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "train", "Train an expert (LoRA on one cluster), the dense-LoRA baseline, or every parameter (full)");
+      "train", "Train an expert (LoRA on one cluster), the dense-LoRA baseline, every parameter (full), or a "
+      "learned token-level mixture of the experts (mixture)");
   auto& common = add_common(cmd);
   static bool resume = false;
   cmd->add_flag("--resume", resume, "continue from the newest checkpoint in OUTPUT/checkpoints (if any)");

@@ -20,15 +20,6 @@
 
 namespace moin {
 
-namespace {
-// 0.1, 1, 2.5: an option's value as the user wrote it, for system names.
-std::string format_general(double v) {
-  std::ostringstream o;
-  o << v;
-  return o.str();
-}
-}  // namespace
-
 double PplCell::ppl() const { return tokens ? std::exp(nll / static_cast<double>(tokens)) : 0.0; }
 
 std::string json_path_string(const nlohmann::json& j, const std::string& dotted) {
@@ -182,7 +173,8 @@ struct DocScores {
 }  // namespace
 
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, int dense_adapter, Scorer* cpt,
-                              const PplOptions& opts, const std::vector<std::string>& expert_status, Scorer* arrow) {
+                              const PplOptions& opts, const std::vector<std::string>& expert_status,
+                              const std::vector<WholeSystem>& whole) {
   auto t0 = std::chrono::steady_clock::now();
   require(K > 0, "no experts to evaluate");
   const std::size_t n = docs.size();
@@ -256,7 +248,8 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   std::stable_sort(jobs.begin(), jobs.end(), by_adapter_then_length);
   std::stable_sort(token_jobs.begin(), token_jobs.end(), by_adapter_then_length);
 
-  const std::int64_t whole_model_passes = (cpt ? static_cast<std::int64_t>(n) : 0) + (arrow ? static_cast<std::int64_t>(n) : 0);
+  const std::int64_t whole_model_passes =
+      static_cast<std::int64_t>(n) * ((cpt ? 1 : 0) + static_cast<std::int64_t>(whole.size()));
   Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size() + token_jobs.size()) + whole_model_passes, "docs");
   struct Pass {
     std::int64_t tokens = 0;
@@ -369,9 +362,13 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     }
     return out;
   };
-  std::vector<double> nll_cpt, nll_arrow;
+  std::vector<double> nll_cpt;
+  std::vector<std::vector<double>> nll_whole;
   if (cpt) nll_cpt = score_whole(*cpt, "cpt");
-  if (arrow) nll_arrow = score_whole(*arrow, "arrow");
+  for (const auto& w : whole) {
+    require(w.scorer != nullptr, "eval ppl: system " + w.key + " has no scorer");
+    nll_whole.push_back(score_whole(*w.scorer, w.key.c_str()));
+  }
   progress.finish();
 
   PplReport r;
@@ -382,8 +379,9 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   r.oracle_docs = n_oracle;
   PplSystem s_base{"base", "base"}, s_cpt{"cpt", "continued pre-training"}, s_dense{"dense", "dense LoRA"},
       s_moin{"moin", "MoIN (routed)"}, s_random{"random", "random expert"}, s_oracle{"oracle", "oracle expert"},
-      s_cbtm{"cbtm", "c-BTM (top-" + std::to_string(opts.cbtm_top_k) + ", T=" + format_general(opts.cbtm_temperature) + ")"},
-      s_arrow{"arrow", "Arrow (top-" + std::to_string(opts.arrow_top_k) + ", T=" + format_general(opts.arrow_temperature) + ")"};
+      s_cbtm{"cbtm", "c-BTM (top-" + std::to_string(opts.cbtm_top_k) + ", T=" + format_general(opts.cbtm_temperature) + ")"};
+  std::vector<PplSystem> s_whole;
+  for (const auto& w : whole) s_whole.push_back(PplSystem{w.key, w.name});
   for (std::size_t i = 0; i < n; ++i) {
     auto& d = docs[i];
     auto& sc = scores[i];
@@ -407,7 +405,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     }
     if (opts.random) add(s_random, d, sc.at(d.random));
     if (opts.cbtm) add(s_cbtm, d, nll_cbtm[i]);
-    if (arrow) add(s_arrow, d, nll_arrow[i]);
+    for (std::size_t w = 0; w < whole.size(); ++w) add(s_whole[w], d, nll_whole[w][i]);
     r.index.push_back(d.index);
     r.routed.push_back(d.routed);
     r.oracle.push_back(d.oracle);
@@ -423,7 +421,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     r.systems.push_back(s_oracle);
   }
   if (opts.cbtm) r.systems.push_back(s_cbtm);
-  if (arrow) r.systems.push_back(s_arrow);
+  for (auto& sw : s_whole) r.systems.push_back(std::move(sw));
   r.throughput = nlohmann::json::object();
   for (const auto& [name, p] : passes_timed)
     r.throughput[name] = {{"tokens", p.tokens}, {"seconds", p.seconds},

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 
+#include "moin/core/format.h"
 #include "moin/core/fs.h"
 #include "moin/data/corpus.h"
 #include "moin/data/tokenizer.h"
@@ -15,6 +16,8 @@
 #include "moin/eval/plot.h"
 #include "moin/model/adapter_set.h"
 #include "moin/model/arrow.h"
+#include "moin/model/mixture.h"
+#include "moin/model/peer.h"
 #include "moin/model/checkpoint.h"
 #include "moin/route/routed_model.h"
 #include "moin/route/router.h"
@@ -112,6 +115,7 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   }
 
   // Arrow: every expert on the device at once, mixed per token in each projection.
+  std::vector<WholeSystem> whole;
   std::unique_ptr<ArrowLibrary> arrow;
   std::unique_ptr<LlamaScorer> arrow_scorer;
   if (opts.arrow) {
@@ -122,9 +126,41 @@ PplReport run_eval_ppl(const PplOptions& opts) {
     spdlog::info("eval ppl: Arrow over {} experts (top-{}, T = {})", arrow->size(), opts.arrow_top_k,
                  opts.arrow_temperature);
     arrow_scorer = std::make_unique<LlamaScorer>(base, LoraRouting::arrow_mix(*arrow));
+    whole.push_back({"arrow", "Arrow (top-" + std::to_string(opts.arrow_top_k) + ", T=" +
+                                  format_general(opts.arrow_temperature) + ")", arrow_scorer.get()});
+  }
+  // A learned mixture: its routers and every expert it mixes on the device at once.
+  std::unique_ptr<ExpertMixture> mixture;
+  std::unique_ptr<LlamaScorer> mixture_scorer;
+  if (!opts.mixture.empty()) {
+    const auto& mc = base_llama->config;
+    mixture = ExpertMixture::load(opts.mixture, base_llama->linears(), mc.hidden_size, mc.num_hidden_layers);
+    const auto& mo = mixture->options();
+    spdlog::info("eval ppl: learned mixture of {} experts from {} (top-{}, {})", mixture->size(), opts.mixture,
+                 mo.top_k, mo.attention ? "MLP and attention" : "MLP only");
+    mixture_scorer = std::make_unique<LlamaScorer>(base, LoraRouting::layered(*mixture));
+    whole.push_back({"mixture", "learned mixture (" + std::string(mo.top_k == 0 ? "soft" : "top-" + std::to_string(mo.top_k)) +
+                                    (mo.attention ? ", MLP + attention" : ", MLP") +
+                                    (mo.train_experts ? ", experts trained" : "") + ")",
+                     mixture_scorer.get()});
   }
 
-  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts, status, arrow_scorer.get());
+  std::unique_ptr<PeerLayers> peer;
+  std::unique_ptr<LlamaScorer> peer_scorer;
+  if (!opts.peer.empty()) {
+    const auto& mc = base_llama->config;
+    peer = PeerLayers::load(opts.peer, mc.hidden_size, mc.num_hidden_layers, device);
+    const auto& po = peer->options();
+    spdlog::info("eval ppl: PEER blocks from {} ({} parameters, {} experts per block, {} heads x top-{})", opts.peer,
+                 peer->num_parameters(), static_cast<std::int64_t>(po.num_keys) * po.num_keys, po.heads, po.top_k);
+    peer_scorer = std::make_unique<LlamaScorer>(base, LoraRouting::layered(*peer));
+    whole.push_back({"peer", "PEER (" + std::to_string(static_cast<std::int64_t>(po.num_keys) * po.num_keys) +
+                                 " experts x " + std::to_string(peer->layers().size()) + " layers, " +
+                                 std::to_string(po.heads) + " heads x top-" + std::to_string(po.top_k) + ")",
+                     peer_scorer.get()});
+  }
+
+  auto r = evaluate_perplexity(docs, base_scorer, K, dense_index, cpt_scorer.get(), opts, status, whole);
   r.skipped_short = skipped;
   r.ingest = ingest.to_json();
   const auto& cs = base.cache_stats();

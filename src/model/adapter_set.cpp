@@ -110,4 +110,10 @@ LoraRouting LoraRouting::arrow_mix(const ArrowLibrary& library) {
   return r;
 }
 
+LoraRouting LoraRouting::layered(const LayerRouter& router) {
+  LoraRouting r;
+  r.layered_by = &router;
+  return r;
+}
+
 }  // namespace moin

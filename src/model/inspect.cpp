@@ -8,6 +8,8 @@
 #include "moin/model/checkpoint.h"
 #include "moin/model/adapter_set.h"
 #include "moin/model/arrow.h"
+#include "moin/model/mixture.h"
+#include "moin/model/peer.h"
 #include "moin/model/safetensors_torch.h"
 
 namespace moin {
@@ -21,6 +23,10 @@ void LogitsDumpOptions::validate() const {
   require(!adapter_grads || tokens.size() >= 2, "logits: adapter_grads needs at least 2 tokens");
   require(arrow.empty() || (adapter.empty() && !adapter_grads),
           "logits: arrow takes the place of --adapter (and has no gradients to write)");
+  require(mixture.empty() || (adapter.empty() && arrow.empty() && !adapter_grads),
+          "logits: mixture takes the place of --adapter and --arrow (and has no gradients to write)");
+  require(peer.empty() || (adapter.empty() && arrow.empty() && mixture.empty() && !adapter_grads),
+          "logits: peer takes the place of --adapter, --arrow and --mixture (and has no gradients to write)");
 }
 
 void dump_logits(const LogitsDumpOptions& opts) {
@@ -44,6 +50,17 @@ void dump_logits(const LogitsDumpOptions& opts) {
     for (const auto& dir : opts.arrow) adapters.add(LoraAdapter::load(dir, model->linears()));
     arrow = std::make_unique<ArrowLibrary>(adapters, ArrowOptions{opts.arrow_top_k, opts.arrow_temperature});
     lora = LoraRouting::arrow_mix(*arrow);
+  }
+  std::unique_ptr<ExpertMixture> mixture;
+  if (!opts.mixture.empty()) {
+    mixture = ExpertMixture::load(opts.mixture, model->linears(), model->config.hidden_size,
+                                  model->config.num_hidden_layers);
+    lora = LoraRouting::layered(*mixture);
+  }
+  std::unique_ptr<PeerLayers> peer;
+  if (!opts.peer.empty()) {
+    peer = PeerLayers::load(opts.peer, model->config.hidden_size, model->config.num_hidden_layers, model->device());
+    lora = LoraRouting::layered(*peer);
   }
   auto ids = torch::tensor(opts.tokens, torch::kInt64).view({1, -1}).to(model->device());
   std::vector<std::pair<std::string, torch::Tensor>> out;

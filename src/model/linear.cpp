@@ -79,10 +79,34 @@ torch::Tensor forward_merged(const LinearImpl& lin, const torch::Tensor& x, cons
   return y;
 }
 
+// A mixture whose every group weights tokens over the whole batch, each adapter of one rank here: two
+// matmuls over the stacked adapters (A [E*r, in], B [out, E*r]) with each rank slice scaled by its
+// token's weight, instead of two per adapter. Undefined when the call does not qualify.
+torch::Tensor mixture_stacked(const LinearImpl& lin, const torch::Tensor& x, const LoraRouting& lora) {
+  namespace F = torch::nn::functional;
+  std::vector<torch::Tensor> As, Bs, ws;
+  std::int64_t rank = -1;
+  for (const auto& g : lora.groups) {
+    if (!g.weight.defined() || g.rows.defined()) return {};
+    const AdapterSet::Entry* e = lora.set->entry(lin.lora_slot, g.adapter);
+    if (e == nullptr) continue;
+    if (rank < 0) rank = e->A.size(0);
+    if (e->A.size(0) != rank || (e->dropout > 0.0 && lin.is_training())) return {};
+    As.push_back(e->A);
+    Bs.push_back(e->B);
+    ws.push_back(g.weight * e->scaling);  // [B, T, 1]
+  }
+  if (As.empty()) return {};
+  auto w = torch::cat(ws, -1).repeat_interleave(rank, -1);  // [B, T, E * r]
+  auto h = F::linear(x, torch::cat(As, 0).to(x.scalar_type())) * w.to(x.scalar_type());
+  return F::linear(h, torch::cat(Bs, 1).to(h.scalar_type()));
+}
+
 }  // namespace
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lora) {
   namespace F = torch::nn::functional;
+  if (lora != nullptr && lora->layered_by != nullptr) lora = nullptr;  // decoder layers resolve it; else: base
   if (lora != nullptr && lora->arrow != nullptr) {
     auto y = F::linear(x, weight, bias);
     auto d = lora->arrow->delta(lora_slot, x);
@@ -116,6 +140,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lor
       auto d = torch::bmm(h, B.transpose(1, 2).to(h.scalar_type()));
       return y + d * row_scale.to(d.scalar_type());
     }
+  }
+  if (lora->groups.size() > 1 && x.dim() == 3) {
+    auto d = mixture_stacked(*this, x, *lora);
+    if (d.defined()) return y + d.to(y.scalar_type());
   }
   for (const auto& g : lora->groups) {
     const AdapterSet::Entry* e = lora->set->entry(lora_slot, g.adapter);

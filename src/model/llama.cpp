@@ -169,14 +169,26 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos, const torch::Tensor& sin,
                                              torch::Tensor* cache_k, torch::Tensor* cache_v, const LoraRouting* lora) {
-  auto x = h + self_attn(input_layernorm(h), cos, sin, cache_k, cache_v, lora);
-  return x + mlp(post_attention_layernorm(x), lora);
+  const LayerRouter* router = lora != nullptr ? lora->layered_by : nullptr;
+  auto xa = input_layernorm(h);
+  LoraRouting own;
+  if (router) own = router->route(index, LayerRouter::Part::Attention, xa);
+  auto x = h + self_attn(xa, cos, sin, cache_k, cache_v, router ? &own : lora);
+  auto xm = post_attention_layernorm(x);
+  if (!router) return x + mlp(xm, lora);
+  own = router->route(index, LayerRouter::Part::Mlp, xm);
+  auto out = x + mlp(xm, &own);
+  auto beside = router->beside_mlp(index, xm);
+  return beside.defined() ? out + beside.to(out.scalar_type()) : out;
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers->push_back(LlamaDecoderLayer(c));
+    layers->ptr<LlamaDecoderLayerImpl>(i)->index = i;
+  }
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 

@@ -26,8 +26,9 @@ namespace stdfs = std::filesystem;
 using json = nlohmann::json;
 
 const std::vector<std::string>& run_config_sections() {
-  static const std::vector<std::string> s = {"partition", "model",    "pretrain", "expert",      "dense_lora",
-                                             "cpt_train", "launch",   "eval_ppl", "eval_routing"};
+  static const std::vector<std::string> s = {"partition", "model",  "pretrain",      "expert",   "dense_lora",
+                                             "cpt_train", "launch", "mixture_train", "peer_train", "eval_ppl",
+                                             "eval_routing"};
   return s;
 }
 
@@ -119,7 +120,7 @@ std::string adapter_dir_in(const std::string& dir) {
   throw UserError("no adapter (adapter_config.json) in " + dir);
 }
 
-// The train section of a baseline (dense_lora, cpt_train): the experts' section overlaid with the
+// The train section of a baseline (dense_lora, cpt_train, mixture_train, peer_train): the experts' section overlaid with the
 // baseline's own keys. Without a budget of its own (token_budget or max_steps) the baseline gets
 // token_budget = the tokens of one expert run, which a run over every cluster multiplies by the number of
 // clusters: it trains on as many tokens as all the experts together, the comparison MoIN makes.
@@ -293,6 +294,35 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
       return json::object();
     });
 
+  if (opts.mixture)
+    stage(c, "mixture", [&] {
+      json t = baseline_section(c, "mixture_train");
+      t.erase("lora");
+      t["mode"] = "mixture";
+      t["partition"] = partition;
+      t["cluster"] = -1;
+      t["base"] = base;
+      t["experts"] = c.path("experts");
+      t["output"] = c.path("mixture");
+      t["device"] = opts.device;
+      child(c, "mixture", {"train", "--config", write_config(c, "mixture_train", t), "--resume"});
+      return json::object();
+    });
+  if (opts.peer)
+    stage(c, "peer", [&] {
+      json t = baseline_section(c, "peer_train");
+      t.erase("lora");
+      t["mode"] = "peer";
+      t["partition"] = partition;
+      t["cluster"] = -1;
+      t["base"] = base;
+      t["experts"] = c.path("experts");  // the parameters to match, unless the section sizes the blocks
+      t["output"] = c.path("peer");
+      t["device"] = opts.device;
+      child(c, "peer", {"train", "--config", write_config(c, "peer_train", t), "--resume"});
+      return json::object();
+    });
+
   const std::string report = c.path("report");
   stage(c, "eval_ppl", [&] {
     PplOptions p;
@@ -306,6 +336,8 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
     p.experts = c.path("experts");
     p.dense = opts.dense ? adapter_dir_in(c.path("dense")) : "";
     p.cpt = opts.cpt ? model_dir_in(c.path("cpt")) : "";
+    p.mixture = opts.mixture ? c.path("mixture") : "";
+    p.peer = opts.peer ? c.path("peer") : "";
     p.device = opts.device;
     p.json = report + "/ppl.json";
     p.markdown = report + "/ppl.md";

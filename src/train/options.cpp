@@ -8,7 +8,9 @@ TrainMode parse_train_mode(const std::string& name) {
   if (name == "expert") return TrainMode::Expert;
   if (name == "dense-lora") return TrainMode::DenseLora;
   if (name == "full") return TrainMode::Full;
-  throw UserError("mode must be expert, dense-lora or full (got '" + name + "')");
+  if (name == "mixture") return TrainMode::Mixture;
+  if (name == "peer") return TrainMode::Peer;
+  throw UserError("mode must be expert, dense-lora, full, mixture or peer (got '" + name + "')");
 }
 
 const char* train_mode_name(TrainMode mode) {
@@ -16,6 +18,8 @@ const char* train_mode_name(TrainMode mode) {
     case TrainMode::Expert: return "expert";
     case TrainMode::DenseLora: return "dense-lora";
     case TrainMode::Full: return "full";
+    case TrainMode::Mixture: return "mixture";
+    case TrainMode::Peer: return "peer";
   }
   return "?";
 }
@@ -44,6 +48,17 @@ void TrainOptions::validate() const {
     require(!base.empty(), std::string(train_mode_name(m)) + " mode needs the base model (--base DIR)");
     require(model_config.empty(), "model_config is only used in full mode");
     lora.validate();
+  }
+  if (m == TrainMode::Mixture) {
+    require(!experts.empty(), "mixture mode needs the experts to mix (--set experts=EXPERTS)");
+    require(cluster < 0, "mixture mode trains on every cluster's data (cluster must be -1)");
+    mixture.validate();
+  }
+  if (m == TrainMode::Peer) {
+    require(cluster < 0, "peer mode trains on every cluster's data (cluster must be -1)");
+    require(peer.num_keys > 0 || peer.params > 0 || !experts.empty(),
+            "peer mode needs its size: peer.num_keys, peer.params, or the experts to match (experts)");
+    peer.validate();
   }
   require(cluster >= -1, "cluster must be -1 (every cluster) or a cluster index");
   require(seq_len > 0, "seq_len must be positive");

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <memory>
 #include <thread>
 
@@ -25,7 +26,10 @@
 #include "moin/model/checkpoint.h"
 #include "moin/data/tokenizer.h"
 #include "moin/model/adapter_set.h"
+#include "moin/model/mixture.h"
+#include "moin/model/peer.h"
 #include "moin/train/data.h"
+#include "moin/train/experts_layout.h"
 #include "moin/train/flat_adamw.h"
 #include "moin/train/partition_layout.h"
 #include "moin/train/perf.h"
@@ -187,7 +191,11 @@ struct Run {
   std::unique_ptr<DocumentSet> train_docs;
   LoraAdapter adapter;
   int adapter_index = -1;
-  LoraRouting routing;  // every row on this run's adapter (LoRA modes)
+  LoraRouting routing;  // every row on this run's adapter (LoRA modes), or the mixture's layer routing
+  std::unique_ptr<ExpertMixture> mixture;  // mixture mode, with its experts' folders and clusters
+  std::vector<std::string> mixture_dirs;
+  std::vector<int> mixture_clusters;
+  std::unique_ptr<PeerLayers> peer;  // peer mode
   NamedTensors trainable;
   std::vector<torch::Tensor> params;
   std::int64_t n_trainable = 0;
@@ -264,6 +272,66 @@ json make_meta(const Run& r, double elapsed) {
               {"fingerprints", r.fingerprints}};
 }
 
+// Mixture mode: every finished expert of o.experts (clusters skipped as too small are left out; a missing
+// or unfinished one stops the run: a mixture of the experts that happen to exist would not compare), fresh
+// routers over them, and what trains: the routers, and the experts too with mixture.train_experts.
+void prepare_mixture(Shared& sh, Run& r) {
+  const TrainOptions& o = r.o;
+  auto set = std::make_shared<AdapterSet>(sh.model->linears());
+  LoraPlacement where;
+  where.device = sh.device;
+  where.dtype = torch::kFloat32;
+  where.trainable = o.mixture.train_experts;
+  const auto folders = find_experts(o.experts, static_cast<int>(partition_clusters(o.partition).size()));
+  for (std::size_t k = 0; k < folders.size(); ++k) {
+    const auto& f = folders[k];
+    if (f.status == "too_small") continue;
+    require(f.ok(), "mixture: expert " + std::to_string(k) + " in " + o.experts + " is " + f.status +
+                        " (finish the experts first; clusters skipped as too small are left out)");
+    set->add(LoraAdapter::load(f.dir, sh.model->linears(), where));
+    r.mixture_dirs.push_back(stdfs::absolute(f.dir).string());
+    r.mixture_clusters.push_back(static_cast<int>(k));
+  }
+  require(set->size() > 0, "mixture: " + o.experts + " holds no expert");
+  const LlamaConfig& mc = sh.model->config;
+  r.mixture = std::make_unique<ExpertMixture>(set, mc.hidden_size, mc.num_hidden_layers, o.mixture, o.seed);
+  r.routing = LoraRouting::layered(*r.mixture);
+  for (const auto& [name, t] : r.mixture->routers()) r.trainable.emplace_back(name, t);
+  if (o.mixture.train_experts)
+    for (int e = 0; e < set->size(); ++e)
+      for (const auto& m : set->adapter(e).modules()) {
+        const std::string p = "experts." + std::to_string(r.mixture_clusters[static_cast<std::size_t>(e)]) + "." + m.name;
+        r.trainable.emplace_back(p + ".lora_A", m.A);
+        r.trainable.emplace_back(p + ".lora_B", m.B);
+      }
+  spdlog::info("mixture of {} experts: top-{}{}, {}{}", set->size(), o.mixture.top_k,
+               o.mixture.top_k == 0 ? " (soft)" : "", o.mixture.attention ? "MLP and attention" : "MLP only",
+               o.mixture.train_experts ? ", experts trained too" : "");
+}
+
+// Peer mode: fresh PEER blocks, sized by num_keys, or to match `params`, or the experts' parameters.
+void prepare_peer(Shared& sh, Run& r) {
+  const TrainOptions& o = r.o;
+  const LlamaConfig& mc = sh.model->config;
+  PeerOptions po = o.peer;
+  if (po.num_keys == 0) {
+    std::int64_t target = po.params;
+    if (target == 0) {
+      for (const auto& f : find_experts(o.experts, static_cast<int>(partition_clusters(o.partition).size())))
+        if (f.ok()) target += LoraAdapter::load(f.dir, sh.model->linears()).num_parameters();
+      require(target > 0, "peer: " + o.experts + " holds no expert to match in parameters");
+    }
+    std::set<int> blocks(po.layers.begin(), po.layers.end());
+    po.num_keys = PeerLayers::keys_for_params(target, mc.hidden_size,
+                                              blocks.empty() ? mc.num_hidden_layers : static_cast<std::int64_t>(blocks.size()), po);
+    spdlog::info("peer: {} parameters to match: n = {} ({} experts per block)", target, po.num_keys,
+                 static_cast<std::int64_t>(po.num_keys) * po.num_keys);
+  }
+  r.peer = std::make_unique<PeerLayers>(mc.hidden_size, mc.num_hidden_layers, po, o.seed, sh.device);
+  r.routing = LoraRouting::layered(*r.peer);
+  for (const auto& [name, t] : r.peer->parameters()) r.trainable.emplace_back(name, t);
+}
+
 // Sets up one run: its folder, data, adapter, optimizer and resume state. Returns false (with r.summary
 // set) when there is nothing to train: finished before, or a cluster too small for an expert.
 bool prepare_run(Shared& sh, Run& r, bool resume) {
@@ -329,6 +397,10 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
       r.trainable.emplace_back(m.name + ".lora_A", m.A);
       r.trainable.emplace_back(m.name + ".lora_B", m.B);
     }
+  } else if (mode == TrainMode::Mixture) {
+    prepare_mixture(sh, r);
+  } else if (mode == TrainMode::Peer) {
+    prepare_peer(sh, r);
   } else {
     for (const auto& item : sh.model->named_parameters(true)) r.trainable.emplace_back(item.key(), item.value());
   }
@@ -336,8 +408,8 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
     r.n_trainable += t.numel();
     r.params.push_back(t);
   }
-  if (trains_adapter(mode)) {
-    // Every LoRA tensor is 2-D, so the one group make_adamw would give it decays them all.
+  if (mode != TrainMode::Full) {
+    // Every LoRA tensor and router is 2-D, so the one group make_adamw would give it decays them all.
     r.flat = std::make_unique<FlatAdamW>(r.params, adamw_options(o, o.weight_decay));
   } else {
     r.optimizer = make_adamw(r.trainable, o);
@@ -503,6 +575,10 @@ void finish_run(Shared& sh, Run& r, const std::vector<int>& pack, double pack_wa
   if (std::isnan(r.last_loss)) r.last_loss = r.meta_state.value("last_train_loss", std::nan(""));
   if (trains_adapter(o.train_mode())) {
     r.adapter.save(o.output, o.base);
+  } else if (r.mixture) {
+    r.mixture->save(o.output, r.mixture_dirs, r.mixture_clusters);
+  } else if (r.peer) {
+    r.peer->save(o.output);
   } else {
     save_llama(sh.model, o.output);
     stdfs::path tok = o.base.empty() ? stdfs::path(r.train_docs->shards().front().info().tokenizer)
@@ -538,6 +614,15 @@ void finish_run(Shared& sh, Run& r, const std::vector<int>& pack, double pack_wa
                {"bf16", sh.bf16},
                {"resumed", r.meta_state.value("resumed", 0)}};
   if (r.valid.empty()) summary["validation"] = "no validation set";
+  if (r.mixture)
+    summary["mixture"] = {{"experts", r.mixture->size()}, {"clusters", r.mixture_clusters},
+                          {"options", config::to_json(r.mixture->options())}};
+  if (r.peer) {
+    const int n = r.peer->options().num_keys;
+    summary["peer"] = {{"layers", r.peer->layers()}, {"num_keys", n},
+                       {"experts_per_block", static_cast<std::int64_t>(n) * n},
+                       {"options", config::to_json(r.peer->options())}};
+  }
   // In a pack, wall_time_s and train_time_s are this expert's share of the steps it took part in.
   if (pack.size() > 1) summary["pack"] = {{"clusters", pack}, {"wall_time_s", pack_wall}};
   if (sh.peak_tflops > 0) summary["mfu"] = tps * sh.flops_per_token / (sh.peak_tflops * 1e12);
@@ -684,7 +769,11 @@ json train(const TrainOptions& o, bool resume) {
       for (std::size_t i = 0; i < active.size(); ++i)
         if (active[i]->step == o.fault_nan_at_step) poison[i] = std::nanf(""), poisoned = true;
       if (poisoned) losses = losses + torch::tensor(poison).to(losses.device());
-      (losses.sum() / o.grad_accum).backward();
+      auto objective = losses.sum();
+      // A mixture (never packed) also balances its routers' load; the logged loss stays the cross-entropy.
+      if (active.front()->mixture)
+        objective = objective + o.mixture.balance_coef * active.front()->mixture->take_balance_loss();
+      (objective / o.grad_accum).backward();
       auto values = losses.detach().to(torch::kCPU, torch::kFloat64);
       auto acc = values.accessor<double, 1>();
       for (std::size_t i = 0; i < active.size(); ++i) active[i]->pending_loss += acc[static_cast<std::int64_t>(i)];

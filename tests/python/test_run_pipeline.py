@@ -1,4 +1,5 @@
-"""`moin run configs/tiny.json`: every stage end to end on a small demo corpus, the report, and resumption
+"""`moin run configs/tiny.json`: every stage end to end on a small demo corpus (the comparison methods too),
+the report, and resumption
 (a second run skips every finished stage; a removed marker reruns only that stage)."""
 import json
 import os
@@ -26,11 +27,12 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "| MoIN (routed) |" in r.stdout
-    for stage in ("tokenizer", "partition", "base", "experts", "dense", "cpt", "eval_ppl", "eval_routing"):
+    for stage in ("tokenizer", "partition", "base", "experts", "dense", "cpt", "mixture", "peer", "eval_ppl",
+                  "eval_routing"):
         assert (run / "stages" / f"{stage}.done").exists(), stage
     rep = json.load(open(run / "report" / "report.json"))
     keys = [s["key"] for s in rep["perplexity"]["systems"]]
-    assert keys == ["base", "cpt", "dense", "moin", "random", "oracle", "cbtm", "arrow"]
+    assert keys == ["base", "cpt", "dense", "moin", "random", "oracle", "cbtm", "arrow", "mixture", "peer"]
     names = [s["name"] for s in rep["perplexity"]["systems"]]
     assert names[:6] == ["base", "continued pre-training", "dense LoRA", "MoIN (routed)", "random expert", "oracle expert"]
     ppl = {s["name"]: s["ppl"] for s in rep["perplexity"]["systems"]}
@@ -41,8 +43,14 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
     # The baselines name no budget in tiny.json: each trains on as many tokens as all experts together.
     expert_tokens = sum(json.load(open(run / "experts" / str(k) / "summary.json"))["tokens_seen"] for k in range(3))
     assert expert_tokens > 0
-    for baseline in ("dense", "cpt"):
+    for baseline in ("dense", "cpt", "mixture", "peer"):
         assert json.load(open(run / baseline / "summary.json"))["tokens_seen"] == expert_tokens, baseline
+    # The mixture mixes the three experts; PEER has at most their parameters.
+    assert json.load(open(run / "mixture" / "mixture.json"))["clusters"] == [0, 1, 2]
+    expert_params = sum(json.load(open(run / "experts" / str(k) / "summary.json"))["trainable_parameters"]
+                        for k in range(3))
+    peer_params = json.load(open(run / "peer" / "summary.json"))["trainable_parameters"]
+    assert expert_params / 2 < peer_params <= expert_params
 
     # Second run: nothing is redone.
     r2 = subprocess.run(args, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-// Fixed-point figures for report tables.
+// Numbers for report tables and system names.
 #pragma once
 #include <sstream>
 #include <string>
@@ -12,6 +12,13 @@ inline std::string format_fixed(double v, int precision) {
   ss.precision(precision);
   ss << v;
   return ss.str();
+}
+
+// 0.1, 1, 2.5: an option's value as the user wrote it, for system names.
+inline std::string format_general(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
 }
 
 }  // namespace moin

@@ -1,7 +1,9 @@
 // Held-out perplexity of every system in one run: base, continued pre-training, dense LoRA, MoIN
 // (routed), random expert, oracle (the best expert per document), and the comparison methods over the
 // same experts: the c-BTM ensemble (the prefix's top-k experts, their next-token distributions mixed with
-// weights softmax(-d^2 / T)) and Arrow (zero-shot token-level routing in every projection, model/arrow.h).
+// weights softmax(-d^2 / T)), Arrow (zero-shot token-level routing in every projection, model/arrow.h) and a
+// learned token-level mixture (routers in every layer trained over the frozen experts, model/mixture.h); and
+// PEER blocks trained beside the frozen base with the experts' parameters (model/peer.h).
 //
 // No leakage: each document is tokenized (BOS + ids, cut at max_tokens); the router sees only the text of
 // the first prefix_tokens ids, and perplexity counts only the tokens after them (the model still reads
@@ -58,6 +60,8 @@ struct PplOptions {
   bool arrow = false;
   int arrow_top_k = 3;
   double arrow_temperature = 1.0;
+  std::string mixture;                     // a trained mixture folder (moin train --mode mixture); "" = none
+  std::string peer;                        // a trained PEER folder (moin train --mode peer); "" = none
   bool require_all_experts = false;
   std::uint64_t seed = 1234;
   int cache_size = 4;
@@ -94,6 +98,10 @@ struct PplOptions {
       "arrow_top_k experts whose prototypes are nearest the token (no training)");
     v("arrow_top_k", arrow_top_k, "Arrow: experts mixed per token and projection");
     v("arrow_temperature", arrow_temperature, "Arrow: softmax temperature over the top-k similarities");
+    v("mixture", mixture, "also score a learned token-level mixture of the experts: its folder (moin train "
+      "--mode mixture; mixture.json names the experts it mixes); \"\" = not evaluated");
+    v("peer", peer, "also score the base with trained PEER blocks: their folder (moin train --mode peer); \"\" = "
+      "not evaluated");
     v("require_all_experts", require_all_experts,
       "fail when a cluster's expert is missing or unfinished (default: warn, and route its documents to the base; "
       "clusters the trainer skipped as too small never fail)");
@@ -145,7 +153,7 @@ struct PplCell {
 };
 
 struct PplSystem {
-  std::string key;   // base, cpt, dense, moin, random, oracle, cbtm, arrow
+  std::string key;   // base, cpt, dense, moin, random, oracle, cbtm, arrow, mixture, peer
   std::string name;  // as the tables print it
   PplCell overall;
   // The base model's cell on the same documents, when the system covers only some (the oracle's sample).
@@ -166,7 +174,8 @@ struct PplReport {
   std::int64_t oracle_docs = 0;               // documents the oracle was computed on
   std::vector<std::string> labels;
   nlohmann::json cache_stats;
-  // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt"|"cbtm"|"arrow": {tokens, seconds,
+  // Forward throughput of each scoring pass: {"base"|"experts"|"dense"|"cpt"|"cbtm"|"arrow"|"mixture"|"peer": {tokens,
+  // seconds,
   // tokens_per_s}}; "experts" includes adapter switches (with oracle and random off it is the routed pass).
   nlohmann::json throughput;
   nlohmann::json ingest;  // the CorpusReader's report of the data (counts of skipped or repaired lines)
@@ -180,14 +189,22 @@ struct PplReport {
 std::vector<EvalDoc> make_eval_docs(const std::vector<std::string>& texts, const std::vector<std::string>& labels,
                                     const Tokenizer& tokenizer, const PplOptions& opts, std::int64_t* skipped);
 
+// A system that is a model of its own, scored on every document as it is (Arrow, a learned mixture).
+struct WholeSystem {
+  std::string key;   // the JSON key: arrow, mixture, peer
+  std::string name;  // as the tables print it
+  Scorer* scorer = nullptr;
+};
+
 // The evaluation proper. `base` scores with adapters 0..K-1 = experts and (when `dense_adapter` >= 0)
-// that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model; `arrow` (may be
-// null) scores every row under Arrow's routing. The docs' `routed` must be set (by the router, from
+// that index = the dense LoRA; `cpt` (may be null) is the continued-pre-training model; each of `whole`
+// scores every document with its own scorer, in the order given. The docs' `routed` must be set (by the router, from
 // prefix_text), and with opts.cbtm their `nearest` and `nearest_d2`; random and oracle are filled in here.
 // expert_status[e] != "ok" (see find_experts) marks a cluster without an expert; empty: all have one.
 PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int num_experts, int dense_adapter,
                               Scorer* cpt, const PplOptions& opts,
-                              const std::vector<std::string>& expert_status = {}, Scorer* arrow = nullptr);
+                              const std::vector<std::string>& expert_status = {},
+                              const std::vector<WholeSystem>& whole = {});
 
 // c-BTM's mixture for one document: (adapter, weight) pairs, weights softmax(-d^2 / T) over the nearest
 // top_k experts (T = 0: the nearest alone, weight 1). An expert without an adapter (has_expert false) is

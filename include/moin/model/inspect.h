@@ -22,6 +22,8 @@ struct LogitsDumpOptions {
   std::vector<std::string> arrow;     // a library of adapter folders routed by Arrow (instead of --adapter)
   int arrow_top_k = 3;
   double arrow_temperature = 1.0;
+  std::string mixture;                // a learned mixture folder (model/mixture.h), instead of --adapter
+  std::string peer;                   // a PEER folder (model/peer.h): its blocks beside the MLPs
 
   template <class V> void visit(V& v) {
     v("model", model, "checkpoint folder");
@@ -41,6 +43,10 @@ struct LogitsDumpOptions {
     v("arrow", arrow, "adapter folders (PEFT layout) mixed per token by Arrow routing (model/arrow.h), instead of --adapter");
     v("arrow_top_k", arrow_top_k, "with arrow: adapters mixed per token and projection");
     v("arrow_temperature", arrow_temperature, "with arrow: softmax temperature over the top-k similarities");
+    v("mixture", mixture, "a learned token-level mixture folder (mixture.json, router.safetensors; the experts it "
+      "names), instead of --adapter");
+    v("peer", peer, "a folder of trained PEER blocks (peer.json, peer.safetensors) added beside the MLPs, instead "
+      "of --adapter");
   }
   void validate() const;
 };

@@ -183,6 +183,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  std::int64_t index = 0;  // position in the stack (what a layer router is told)
 };
 TORCH_MODULE(LlamaDecoderLayer);
 

@@ -7,6 +7,8 @@
 //   LoraRouting::rows(set, {0, -1, 5, 0}, d)  row b uses adapter per_row[b]; -1 is the bare base
 //   LoraRouting::mixture(set, ids, weights)   token (b, t) adds sum_j weights[b,t,j] * adapter ids[b,t,j]
 //   LoraRouting::arrow_mix(library)           every projection routes each token by Arrow (model/arrow.h)
+//   LoraRouting::layered(router)              each decoder layer asks `router` for its routing, from the
+//                                             layer's own hidden state (a learned mixture, model/mixture.h)
 //
 // Rows naming several adapters run as Punica's BGMV does, with batched matmuls: each projection stacks the
 // A and B of the adapters present, gathers every row's pair and runs two bmm's, so the number of kernels
@@ -23,6 +25,21 @@ namespace moin {
 
 class AdapterSet;
 class ArrowLibrary;
+struct LoraRouting;
+
+// Routing decided inside the forward pass: each decoder layer passes the normed input of its attention and
+// of its MLP, and that part's projections use the routing returned (empty: the bare base). A layer may
+// also get a block of its own beside the MLP (a PEER layer): its output joins the residual stream.
+class LayerRouter {
+ public:
+  enum class Part { Attention, Mlp };
+  virtual ~LayerRouter() = default;
+  // x: [B, T, hidden], the input of the part's projections (after its RMSNorm).
+  virtual LoraRouting route(std::int64_t layer, Part part, const torch::Tensor& x) const = 0;
+  // A term added to the residual stream beside the MLP of `layer`, from the MLP's normed input x;
+  // undefined: none.
+  virtual torch::Tensor beside_mlp(std::int64_t /*layer*/, const torch::Tensor& /*x*/) const { return {}; }
+};
 
 struct LoraRouting {
   struct Group {
@@ -39,8 +56,10 @@ struct LoraRouting {
   torch::Tensor row_scale;  // float32 [B]
   // Arrow: each projection picks its adapters per token itself (groups are then empty).
   const ArrowLibrary* arrow = nullptr;
+  // A layer router: the decoder layers replace this routing with the router's, part by part.
+  const LayerRouter* layered_by = nullptr;
 
-  bool empty() const { return arrow == nullptr && (set == nullptr || groups.empty()); }
+  bool empty() const { return arrow == nullptr && layered_by == nullptr && (set == nullptr || groups.empty()); }
 
   static LoraRouting all(const AdapterSet& set, int adapter);
   // per_row[b] in [-1, set.size()); `device` is the model's (where the row indices go).
@@ -50,6 +69,8 @@ struct LoraRouting {
   static LoraRouting mixture(const AdapterSet& set, const torch::Tensor& ids, const torch::Tensor& weights);
   // Arrow's zero-shot token-level routing over the library's adapters (the library must outlive the call).
   static LoraRouting arrow_mix(const ArrowLibrary& library);
+  // Routing chosen per decoder layer by `router` (which must outlive the call).
+  static LoraRouting layered(const LayerRouter& router);
 };
 
 }  // namespace moin

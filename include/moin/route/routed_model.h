@@ -11,6 +11,7 @@
 #include "moin/model/generate.h"
 #include "moin/model/llama.h"
 #include "moin/route/lru_cache.h"
+#include "moin/train/experts_layout.h"
 
 namespace moin {
 
@@ -47,19 +48,7 @@ class RoutedModel {
   LruCache<std::shared_ptr<LoraAdapter>> cache_;
 };
 
-// What an experts folder holds for cluster k: EXPERTS/<k>/ with an adapter (adapter_config.json), or no
-// expert, and why.
-struct ExpertFolder {
-  std::string dir;     // EXPERTS/<k> when it holds an adapter, else ""
-  std::string status;  // "ok"; "too_small" (the trainer skipped a cluster under its minimum of training
-                       // tokens: routes to the base by design); "unfinished" (a folder without an adapter: the
-                       // job failed or still runs); "missing" (no folder)
-  bool ok() const { return status == "ok"; }
-};
-std::vector<ExpertFolder> find_experts(const std::string& experts_dir, int k);
-
-// The adapter folder of each expert 0..k-1 (EXPERTS/<k>). UserError naming the first expert without one.
-std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k);
+// ExpertFolder, find_experts, expert_adapter_dirs: train/experts_layout.h
 
 // Routed generation: the router picks the expert from the prompt (its first `prefix_tokens` tokens, 0 =
 // all of it), and the prompt is continued with that expert. `expert` (optional) receives it.

@@ -7,6 +7,10 @@
 //   experts    `moin launch`: one LoRA expert per cluster                          -> RUN/experts/<k>
 //   dense      `moin train --mode dense-lora` (the dense LoRA baseline, optional)  -> RUN/dense
 //   cpt        `moin train --mode full` from the base (continued pre-training, optional) -> RUN/cpt
+//   mixture    `moin train --mode mixture`: a learned token-level router over the experts (optional)
+//              -> RUN/mixture
+//   peer       `moin train --mode peer`: PEER blocks beside the base's MLPs, as many parameters as the
+//              experts (optional)                                                  -> RUN/peer
 //   eval_ppl, eval_routing   the evaluations on the held-out data                  -> RUN/report
 //   report     RUN/report/report.md + report.json (+ the PNG plots)
 //
@@ -38,6 +42,8 @@ struct RunOptions {
   std::string base;
   bool dense = true;
   bool cpt = false;
+  bool mixture = false;
+  bool peer = false;
   std::string device = "auto";
   int jobs = 1;
   std::string moin;
@@ -56,6 +62,10 @@ struct RunOptions {
     v("base", base, "base model folder to upcycle (\"\" = pre-train a small one: sections model + pretrain)");
     v("dense", dense, "train and evaluate the dense LoRA baseline (section dense_lora)");
     v("cpt", cpt, "train and evaluate continued pre-training of the base (section cpt_train)");
+    v("mixture", mixture, "train and evaluate a learned token-level mixture of the experts (section "
+      "mixture_train: train keys, mixture.top_k / attention / train_experts / balance_coef)");
+    v("peer", peer, "train and evaluate PEER blocks beside the base's MLPs with the experts' parameter count "
+      "(section peer_train: train keys, peer.layers / heads / top_k / key_dim / num_keys)");
     v("device", device, "device of every stage: auto, cpu, cuda");
     v("jobs", jobs, "expert training jobs at once on the CPU (moin launch --jobs)");
     v("moin", moin, "moin executable for the stage commands (\"\" = this one)");
@@ -70,7 +80,7 @@ struct RunOptions {
 
 // The sections of a run config passed through to each stage's own options (their keys are those of
 // `moin config <stage>`): partition, model (the LlamaConfig of a pre-trained base), pretrain, expert,
-// dense_lora, cpt_train, launch, eval_ppl, eval_routing.
+// dense_lora, cpt_train, launch, mixture_train, peer_train, eval_ppl, eval_routing.
 const std::vector<std::string>& run_config_sections();
 
 // Splits a run config into RunOptions (the top-level keys) and the stage sections; UserError naming an

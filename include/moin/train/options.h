@@ -9,15 +9,24 @@
 
 #include "moin/core/config.h"
 #include "moin/model/lora.h"
+#include "moin/model/mixture.h"
+#include "moin/model/peer.h"
 
 namespace moin {
 
 // What a run trains: one LoRA adapter on one cluster (or a pack of clusters, one adapter each), one LoRA
-// adapter on every cluster's data, or every parameter of the model. The one place that knows the modes.
-enum class TrainMode { Expert, DenseLora, Full };
-TrainMode parse_train_mode(const std::string& name);  // "expert", "dense-lora", "full"; UserError otherwise
+// adapter on every cluster's data, every parameter of the model, or the routers of a token-level mixture
+// of the trained experts (model/mixture.h; with mixture.train_experts the experts too) on every cluster's
+// data, or PEER blocks beside the MLPs of the frozen base (model/peer.h) on every cluster's data. The one
+// place that knows the modes.
+enum class TrainMode { Expert, DenseLora, Full, Mixture, Peer };
+// "expert", "dense-lora", "full", "mixture", "peer"; UserError otherwise
+TrainMode parse_train_mode(const std::string& name);
 const char* train_mode_name(TrainMode mode);
-inline bool trains_adapter(TrainMode mode) { return mode != TrainMode::Full; }
+// A fresh LoRA adapter is the result (expert, dense-lora).
+inline bool trains_adapter(TrainMode mode) { return mode == TrainMode::Expert || mode == TrainMode::DenseLora; }
+// The base model's own weights stay frozen (every mode but full).
+inline bool freezes_base(TrainMode mode) { return mode != TrainMode::Full; }
 
 struct TrainOptions {
   // What is trained, on which data, from which base, to where.
@@ -30,6 +39,9 @@ struct TrainOptions {
   std::string model_config;
   std::string output;
   LoraOptions lora;
+  std::string experts;     // mixture mode: the experts folder (EXPERTS/<k>/, one adapter per cluster)
+  MixtureOptions mixture;  // mixture mode: routers, top-k, balance
+  PeerOptions peer;        // peer mode: the blocks' layers, size, heads, top-k
 
   // Batches and budget.
   int seq_len = 256;
@@ -71,7 +83,9 @@ struct TrainOptions {
   template <class V> void visit(V& v) {
     v("mode", mode,
       "expert (one LoRA adapter on one cluster), dense-lora (one LoRA adapter on every cluster's data) or "
-      "full (every parameter: pre-training or continued pre-training)");
+      "full (every parameter: pre-training or continued pre-training) or mixture (a learned token-level router "
+      "over the trained experts in every layer, on every cluster's data; BTX / BAM / PESC) or peer (PEER blocks "
+      "beside the MLPs of the frozen base, on every cluster's data)");
     v("partition", partition, "partition folder (manifest.json, clusters/<k>/train.bin|valid.bin)");
     v("cluster", cluster, "cluster trained on (expert mode); -1 in dense-lora/full: every cluster");
     v("clusters", clusters,
@@ -82,6 +96,10 @@ struct TrainOptions {
       "expert mode: a cluster with fewer training tokens gets no expert (OUTPUT/summary.json says status "
       "\"too_small\"; its queries route to the base); 0: one training sequence (seq_len + 1 tokens)");
     v("base", base, "base model folder (Hugging Face layout); empty in full mode: start from model_config");
+    v("experts", experts, "mixture mode: folder of the experts to mix (EXPERTS/<k>/, as moin launch writes it); "
+      "peer mode: the experts whose parameters the blocks match (with peer.num_keys and peer.params 0)");
+    v("mixture", mixture, "mixture mode: the routers (model/mixture.h)");
+    v("peer", peer, "peer mode: the PEER blocks (model/peer.h)");
     v("model_config", model_config,
       "full mode without a base: config.json of the model to initialise randomly (seeded by seed)");
     v("output", output, "output folder (adapter or model, summary.json, metrics.jsonl, checkpoints/)");
@@ -122,7 +140,7 @@ struct TrainOptions {
   void validate() const;
 
   TrainMode train_mode() const { return parse_train_mode(mode); }
-  bool lora_mode() const { return trains_adapter(train_mode()); }
+  bool lora_mode() const { return freezes_base(train_mode()); }
   bool packed() const { return !clusters.empty(); }
   // The fewest training tokens an expert is trained on.
   std::int64_t min_tokens() const { return min_train_tokens > 0 ? min_train_tokens : seq_len + 1; }
