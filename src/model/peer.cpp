@@ -114,12 +114,22 @@ torch::Tensor PeerLayers::beside_mlp(std::int64_t layer, const torch::Tensor& x)
   const std::int64_t M = flat_x.size(0), H = opts_.heads;
   auto q = flat_x.matmul(b.query.t()).view({M, H, opts_.key_dim});
   auto [scores, ids] = product_key_topk(q, b.keys1, b.keys2, opts_.top_k);  // [M, H, k]
-  auto gates = torch::softmax(scores, -1);
-  auto down = F::embedding(ids, b.down);  // [M, H, k, hidden]
-  auto up = F::embedding(ids, b.up);
-  auto act = F::gelu(torch::einsum("mhkd,md->mhk", {down, flat_x}));
-  auto out = torch::einsum("mhk,mhkd->md", {gates * act, up});
-  return out.view(sizes);
+  auto gates = torch::softmax(scores, -1).view({M, -1});
+  const std::int64_t J = gates.size(1);
+  return mix_experts(flat_x, ids.view({M, -1}), gates, b.down, b.up, b.down.size(0) <= 32 * J).view(sizes);
+}
+
+torch::Tensor PeerLayers::mix_experts(const torch::Tensor& x, const torch::Tensor& ids, const torch::Tensor& gates,
+                                      const torch::Tensor& down, const torch::Tensor& up, bool dense) {
+  namespace F = torch::nn::functional;
+  if (dense) {
+    // An expert two heads both chose gets the sum of their gates: the same as adding it twice.
+    auto w = torch::zeros({x.size(0), down.size(0)}, gates.options()).scatter_add(1, ids, gates);
+    return (w * F::gelu(x.matmul(down.t()))).matmul(up);
+  }
+  auto d = F::embedding(ids, down);  // [M, J, hidden]
+  auto act = F::gelu((d * x.unsqueeze(1)).sum(-1));
+  return ((gates * act).unsqueeze(-1) * F::embedding(ids, up)).sum(1);
 }
 
 std::int64_t PeerLayers::num_parameters() const {

@@ -39,6 +39,27 @@ TEST(Peer, ProductKeyTopKEqualsBruteForceOverAllKeys) {
   }
 }
 
+// The two ways of mixing a token's chosen experts (gathered, or all activations and scattered gates) agree,
+// in value and gradient, also when two heads choose the same expert.
+TEST(Peer, GatheredAndDenseMixingAgree) {
+  torch::manual_seed(2);
+  auto x = torch::randn({7, 12});
+  auto ids = torch::randint(0, 20, {7, 6}, torch::kLong);
+  ids.index_put_({0, 1}, ids.index({0, 0}));
+  auto gates = torch::softmax(torch::randn({7, 6}), -1);
+  std::vector<torch::Tensor> grads[2];
+  torch::Tensor out[2];
+  for (int dense = 0; dense < 2; ++dense) {
+    torch::manual_seed(5);
+    auto down_l = torch::randn({20, 12}).set_requires_grad(true), up_l = torch::randn({20, 12}).set_requires_grad(true);
+    out[dense] = moin::PeerLayers::mix_experts(x, ids, gates, down_l, up_l, dense == 1);
+    out[dense].pow(2).sum().backward();
+    grads[dense] = {down_l.grad(), up_l.grad()};
+  }
+  EXPECT_LT((out[0] - out[1]).abs().max().item<double>(), 1e-5);
+  for (int i = 0; i < 2; ++i) EXPECT_LT((grads[0][i] - grads[1][i]).abs().max().item<double>(), 1e-4);
+}
+
 moin::PeerOptions small_options() {
   moin::PeerOptions o;
   o.num_keys = 5;

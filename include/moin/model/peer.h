@@ -73,6 +73,11 @@ class PeerLayers : public LayerRouter {
   // ([..., key_dim]): (scores [..., k], expert ids i * n + j [..., k] int64), best first.
   static std::pair<torch::Tensor, torch::Tensor> product_key_topk(const torch::Tensor& q, const torch::Tensor& keys1,
                                                                   const torch::Tensor& keys2, int k);
+  // sum over j of gates[m, j] * gelu(<down[ids[m, j]], x[m]>) * up[ids[m, j]] for x [M, hidden], ids and gates
+  // [M, J]. `dense`: every expert's activation by one matmul and the gates scattered over them (faster on a
+  // CPU while n^2 is within some 32 x J); otherwise the J experts of each token are gathered.
+  static torch::Tensor mix_experts(const torch::Tensor& x, const torch::Tensor& ids, const torch::Tensor& gates,
+                                   const torch::Tensor& down, const torch::Tensor& up, bool dense);
   // The largest n whose blocks (on `blocks` layers) hold at most `params` parameters.
   static int keys_for_params(std::int64_t params, std::int64_t hidden, std::int64_t blocks, const PeerOptions& opts);
   static std::int64_t params_per_block(int n, std::int64_t hidden, const PeerOptions& opts);
