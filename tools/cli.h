@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -129,6 +130,15 @@ template <class T> void save_effective_config(const std::string& dir, const std:
 template <class T> void save_config_beside(const std::string& file, const std::string& name, const T& opts) {
   auto dir = std::filesystem::path(file).parent_path();
   save_effective_config(dir.empty() ? "." : dir.string(), name, opts);
+}
+
+// The folder of a command's reports (`json`, else `markdown`; none when both are empty), locked while the
+// command runs: one writer, and the temporary files a killed run left there are removed.
+inline std::unique_ptr<fs::FolderLock> lock_report_folder(const std::string& json, const std::string& markdown) {
+  const std::string file = !json.empty() ? json : markdown;
+  if (file.empty()) return nullptr;
+  auto dir = std::filesystem::path(file).parent_path();
+  return std::make_unique<fs::FolderLock>(dir.empty() ? std::filesystem::path(".") : dir);
 }
 
 // Each command file registers itself here; main() calls them in order.
