@@ -2,7 +2,8 @@
 # The demo: on a fresh Debian 12 machine with no data and no model, installs what is missing
 # (scripts/setup.sh), builds (scripts/build.sh), assembles the demo corpus from text Debian ships, and runs
 # the whole MoIN pipeline (tokenizer, partition into 8 clusters, a tiny pre-trained base, 8 LoRA experts,
-# the dense-LoRA and continued pre-training baselines, evaluation, report) with configs/demo.json, then prints the results.
+# the dense-LoRA and continued pre-training baselines, the comparison methods, evaluation, report) with
+# configs/demo.json, then prints the results.
 # A second run skips setup, the build and every finished stage. Extra arguments go to `moin run`
 # (e.g. --set jobs=2, --output runs/demo2).
 set -euo pipefail

@@ -9,13 +9,17 @@
 #   experts  one LoRA expert per cluster (moin launch, JOBS CPU jobs at a time)
 #   dense    one LoRA of the same rank on every cluster's data, the experts' total token budget
 #   cpt      continued full pre-training of the base on the same total budget
+#   mixture  a learned token-level mixture of the experts (BTX: a top-2 router per layer) on a quarter of
+#            the experts' tokens, and PEER blocks with the experts' parameters on all of them, once per seed
+#            of SEEDS (docs/compare.md)
 #   eval     held-out perplexity on valid.jsonl of every system (moin eval ppl, routed on 32-token prefixes)
 # and prints, per cluster, the validation loss of the base, of the dense LoRA and of the cluster's expert
 # (and of cpt), then the perplexity table.
 #
 #   scripts/experiment-experts.sh [WORK_DIR]
 #   env: MOIN (build/bin/moin), MOIN_SHARED_DATA, K (4), BUDGET (tokens per expert), PRETRAIN_STEPS,
-#        JOBS (2), EVAL_TOKENS, LORA_LR, LORA_R (8), MICRO_BATCH (16), CPT_LR,
+#        JOBS (2), EVAL_TOKENS, LORA_LR, LORA_R (8), MICRO_BATCH (16), CPT_LR, SEEDS ("0"; "0 1 2" for the
+#        spread of the trained comparison methods), MIXTURE_LR (0.01),
 #        PART (a finished partition folder to use), BASE (a base model folder to use instead of pre-training)
 # Re-running skips finished steps (every step is resumable). Exit 1 when an expert does not beat both.
 set -euo pipefail
@@ -32,6 +36,8 @@ EVAL_TOKENS=${EVAL_TOKENS:-65536}       # validation tokens per cluster (a fixed
 LORA_R=${LORA_R:-8}
 MICRO_BATCH=${MICRO_BATCH:-16}
 CPT_LR=${CPT_LR:-0.0006}               # continued pre-training: the lr the base's schedule ended at
+SEEDS=${SEEDS:-0}                      # seeds of the trained comparison methods (mixture, PEER)
+MIXTURE_LR=${MIXTURE_LR:-0.01}
 MODELS=$DATA/models/stories260K
 [ -f "$MODELS/tok512.model" ] || { echo "no $MODELS/tok512.model (set MOIN_SHARED_DATA)" >&2; exit 2; }
 mkdir -p "$WORK"
@@ -97,20 +103,40 @@ echo "dense: $(( $(date +%s) - T0 )) s"
   --resume --quiet --set lr="$CPT_LR" > /dev/null
 echo "cpt: $(( $(date +%s) - T0 )) s"
 
-# 7. Held-out perplexity on the corpus's valid.jsonl (documents no run trained on), routed on 32-token
+# 7. The trained comparison methods, once per seed: the learned mixture (routers only) and PEER.
+for seed in $SEEDS; do
+  "$MOIN" train --mode mixture --partition "$WORK/part" --config "$WORK/train.json" --experts "$WORK/experts" \
+    --output "$WORK/mixture-s$seed" --resume --quiet --set seed="$seed" --set lr="$MIXTURE_LR" \
+    --set token_budget=$((BUDGET / 4)) > /dev/null
+  "$MOIN" train --mode peer --partition "$WORK/part" --config "$WORK/train.json" --experts "$WORK/experts" \
+    --output "$WORK/peer-s$seed" --resume --quiet --set seed="$seed" > /dev/null
+done
+echo "mixture, peer: $(( $(date +%s) - T0 )) s"
+FIRST=${SEEDS%% *}
+
+# 8. Held-out perplexity on the corpus's valid.jsonl (documents no run trained on), routed on 32-token
 #    prefixes: base, continued pre-training, dense LoRA, MoIN, random expert, oracle, and the comparison
-#    methods over the same experts, c-BTM and Arrow (docs/compare.md).
+#    methods over the same experts, c-BTM, Arrow, the mixture and PEER of the first seed (docs/compare.md);
+#    the other seeds' mixture and PEER in ppl-s<seed>.json.
 [ -f "$WORK/ppl.json" ] || "$MOIN" eval ppl --data "$DATA/corpus/valid.jsonl" --base "$WORK/base" \
   --partition "$WORK/part" --experts "$WORK/experts" --dense "$WORK/dense" --cpt "$WORK/cpt" \
   --prefix-tokens 32 --max-tokens 256 --json "$WORK/ppl.json" --markdown "$WORK/ppl.md" \
-  --set plots=false --set oracle=true --set cbtm=true --set arrow=true --quiet > /dev/null
+  --set plots=false --set oracle=true --set cbtm=true --set arrow=true \
+  --set mixture="$WORK/mixture-s$FIRST" --set peer="$WORK/peer-s$FIRST" --quiet > /dev/null
+for seed in $SEEDS; do
+  [ "$seed" = "$FIRST" ] || [ -f "$WORK/ppl-s$seed.json" ] || "$MOIN" eval ppl --data "$DATA/corpus/valid.jsonl" \
+    --base "$WORK/base" --partition "$WORK/part" --experts "$WORK/experts" --prefix-tokens 32 --max-tokens 256 \
+    --json "$WORK/ppl-s$seed.json" --set plots=false --set random=false \
+    --set mixture="$WORK/mixture-s$seed" --set peer="$WORK/peer-s$seed" --quiet > /dev/null
+done
 echo "eval: $(( $(date +%s) - T0 )) s"
 echo "total time: $(( $(date +%s) - T0 )) s"
 
-# 8. The tables: validation loss per cluster (the pass test), then held-out perplexity.
-python3 - "$WORK" "$K" <<'PY'
-import json, sys
-work, k = sys.argv[1], int(sys.argv[2])
+# 9. The tables: validation loss per cluster (the pass test), then held-out perplexity, then the spread of
+#    the trained comparison methods over the seeds.
+python3 - "$WORK" "$K" $SEEDS <<'PY'
+import json, statistics, sys
+work, k, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 dense = json.load(open(f"{work}/dense/summary.json"))
 cpt = json.load(open(f"{work}/cpt/summary.json"))
 print(f"{'cluster':>7} {'base':>8} {'dense-LoRA':>11} {'expert':>8}  expert best  {'cpt':>8}")
@@ -127,5 +153,13 @@ e_tok = sum(json.load(open(f"{work}/experts/{c}/summary.json"))["tokens_seen"] f
 print(f"training tokens: experts {e_tok} in total, dense LoRA {dense['tokens_seen']}, cpt {cpt['tokens_seen']}")
 print()
 print(open(f"{work}/ppl.md").read().split("\n\nPerplexity per cluster")[0])
+if len(seeds) > 1:
+    for key in ("mixture", "peer"):
+        ppl = []
+        for i, seed in enumerate(seeds):
+            rep = json.load(open(f"{work}/ppl.json" if i == 0 else f"{work}/ppl-s{seed}.json"))
+            ppl += [s["ppl"] for s in rep["systems"] if s["key"] == key]
+        print(f"{key} over seeds {' '.join(seeds)}: " + ", ".join(f"{p:.2f}" for p in ppl) +
+              f"; mean {statistics.mean(ppl):.2f}, standard deviation {statistics.stdev(ppl):.3f}")
 sys.exit(0 if ok else 1)
 PY
