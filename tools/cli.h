@@ -132,13 +132,15 @@ template <class T> void save_config_beside(const std::string& file, const std::s
   save_effective_config(dir.empty() ? "." : dir.string(), name, opts);
 }
 
-// The folder of a command's reports (`json`, else `markdown`; none when both are empty), locked while the
-// command runs: one writer, and the temporary files a killed run left there are removed.
-inline std::unique_ptr<fs::FolderLock> lock_report_folder(const std::string& json, const std::string& markdown) {
-  const std::string file = !json.empty() ? json : markdown;
+// A command's report (`json`, else `markdown`; none when both are empty), locked while the command runs: one
+// writer per report (other reports in the same folder may be written at once), and the temporary files a
+// killed run left in its folder are removed.
+inline std::unique_ptr<fs::FolderLock> lock_report(const std::string& json, const std::string& markdown) {
+  const std::filesystem::path file = !json.empty() ? json : markdown;
   if (file.empty()) return nullptr;
-  auto dir = std::filesystem::path(file).parent_path();
-  return std::make_unique<fs::FolderLock>(dir.empty() ? std::filesystem::path(".") : dir);
+  auto dir = file.parent_path();
+  return std::make_unique<fs::FolderLock>(dir.empty() ? std::filesystem::path(".") : dir,
+                                          "." + file.filename().string() + ".lock");
 }
 
 // Each command file registers itself here; main() calls them in order.

@@ -21,7 +21,7 @@ void register_eval_routing(CLI::App* ev) {
   auto& flags = add_flags<RoutingEvalOptions>(cmd);
   set_action(cmd, common, [&flags, &common] {
     auto opts = resolve<RoutingEvalOptions>(common, flags.given());
-    auto lock = lock_report_folder(opts.json, opts.markdown);
+    auto lock = lock_report(opts.json, opts.markdown);
     auto r = run_eval_routing(opts);
     if (!opts.json.empty()) save_config_beside(opts.json, "eval_routing", opts);
     std::cout << r.markdown();

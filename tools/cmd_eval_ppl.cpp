@@ -15,7 +15,7 @@ void register_eval_ppl(CLI::App* ev) {
     auto& flags = add_flags<PplOptions>(cmd);
     set_action(cmd, common, [&flags, &common] {
       auto opts = resolve<PplOptions>(common, flags.given());
-      auto lock = lock_report_folder(opts.json, opts.markdown);
+      auto lock = lock_report(opts.json, opts.markdown);
       auto r = run_eval_ppl(opts);
       if (!opts.json.empty()) save_config_beside(opts.json, "eval_ppl", opts);
       std::cout << r.markdown();
