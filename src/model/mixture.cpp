@@ -20,6 +20,14 @@ constexpr const char* kFormat = "moin-mixture";
 constexpr int kSchemaVersion = 1;
 constexpr const char* kRouterFile = "router.safetensors";
 
+// Every expert over the whole batch, each token's output weighted by its gate ([B, T, K]; 0: unchosen).
+LoraRouting mixture_of(const AdapterSet& experts, const torch::Tensor& gates) {
+  LoraRouting r;
+  r.set = &experts;
+  for (int e = 0; e < experts.size(); ++e) r.groups.push_back(LoraRouting::Group{e, {}, gates.narrow(-1, e, 1)});
+  return r;
+}
+
 std::string router_name(std::int64_t layer, LayerRouter::Part part) {
   return "model.layers." + std::to_string(layer) +
          (part == LayerRouter::Part::Mlp ? ".mlp.router.weight" : ".self_attn.router.weight");
@@ -59,27 +67,17 @@ LoraRouting ExpertMixture::route(std::int64_t layer, Part part, const torch::Ten
                                                  std::to_string(num_layers_));
   const std::int64_t K = experts_->size();
   auto logits = torch::matmul(x.to(torch::kFloat32), router(layer, part).t());  // [B, T, K]
-  auto probs = torch::softmax(logits, -1);
-  torch::Tensor gates, chosen;
-  if (opts_.top_k == 0 || opts_.top_k == K) {
-    gates = probs;
-    chosen = torch::ones_like(probs);
-  } else {
-    auto [top, idx] = logits.topk(opts_.top_k, -1);
-    gates = torch::zeros_like(logits).scatter(-1, idx, torch::softmax(top, -1));
-    chosen = torch::zeros_like(logits).scatter(-1, idx, 1.0);
-  }
+  const bool soft = opts_.top_k == 0 || opts_.top_k == K;
+  if (soft) return mixture_of(*experts_, torch::softmax(logits, -1));
+  auto [top, idx] = logits.topk(opts_.top_k, -1);
+  // Switch Transformer's K * sum_e f_e P_e (f_e = share of the top-k slots on e, not differentiable), only
+  // when it trains; soft routing is balanced by construction (f_e = 1/K: the loss is the constant 1).
   if (torch::GradMode::is_enabled() && opts_.balance_coef > 0.0) {
-    // Switch Transformer: K * sum_e f_e P_e, f_e = share of the top-k slots on e (not differentiable).
-    const double slots = opts_.top_k == 0 ? static_cast<double>(K) : static_cast<double>(opts_.top_k);
-    auto f = chosen.reshape({-1, K}).mean(0) / slots;
-    auto p = probs.reshape({-1, K}).mean(0);
-    balance_.push_back(static_cast<double>(K) * (f.detach() * p).sum());
+    auto f = torch::zeros_like(logits).scatter(-1, idx, 1.0).reshape({-1, K}).mean(0) / static_cast<double>(opts_.top_k);
+    auto p = torch::softmax(logits, -1).reshape({-1, K}).mean(0);
+    balance_.push_back(static_cast<double>(K) * (f * p).sum());
   }
-  LoraRouting r;
-  r.set = experts_.get();
-  for (int e = 0; e < K; ++e) r.groups.push_back(LoraRouting::Group{e, {}, gates.narrow(-1, e, 1)});
-  return r;
+  return mixture_of(*experts_, torch::zeros_like(logits).scatter(-1, idx, torch::softmax(top, -1)));
 }
 
 torch::Tensor ExpertMixture::take_balance_loss() {
