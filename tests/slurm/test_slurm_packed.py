@@ -1,19 +1,6 @@
 """`moin launch --slurm --experts-per-job 2` on a real Slurm (conftest.py): each array task trains a pack of
-clusters in one `moin train --clusters` process; every expert ends in its own folder. Skipped, saying so,
-while `moin train` has no --clusters."""
-import subprocess
-
-import pytest
-
-from conftest import CLUSTERS, MOIN, logs, submit, summary, wait_until_done, write_scripts
-
-
-def trains_packs():
-    return "--clusters" in subprocess.run([MOIN, "train", "--help"], capture_output=True, text=True).stdout
-
-
-# Decided before the fixtures start a cluster or build data.
-pytestmark = pytest.mark.skipif(not trains_packs(), reason="moin train has no --clusters (packed experts) yet")
+clusters in one `moin train --clusters` process; every expert ends in its own folder."""
+from conftest import CLUSTERS, logs, submit, summary, wait_until_done, write_scripts
 
 
 def test_packed_tasks_train_every_expert(slurm, world):
