@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Configures and builds moin against the venv's LibTorch. Usage: scripts/build.sh [BUILD_DIR] [cmake args...]
+# MOIN_BUILD_TARGETS: build only these targets (the demo needs only `moin`; default: everything, tests too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}; shift || true
@@ -10,4 +11,4 @@ JOBS=${MOIN_JOBS:-$(nproc)}
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DMOIN_PYTHON="$PY" "$@"
 fi
-cmake --build "$BUILD" -j "$JOBS"
+cmake --build "$BUILD" -j "$JOBS" ${MOIN_BUILD_TARGETS:+--target $MOIN_BUILD_TARGETS}
