@@ -20,7 +20,7 @@ from conftest import assert_no_orphans, kill9, moin, start, temp_files, train_co
 KILLS = []  # (command, point, whether it was still running when killed)
 
 VOLATILE = re.compile(r"seconds|time|elapsed|per_s|latency|throughput|memory|finished|resumed|skipped|mfu|qps")
-SKIP_FILES = re.compile(r"(^|/)(\.moin\.lock|\.[^/]*\.lock|moin\.log|[^/]*\.log|[^/]*\.png|report\.md|metrics\.jsonl)$|"
+SKIP_FILES = re.compile(r"(^|/)(\.[^/]*\.lock|moin\.log|[^/]*\.log|[^/]*\.png|report\.md|metrics\.jsonl)$|"
                         r"(^|/)(checkpoints|logs|stages|work)/|\.config\.json$|^configs/")
 
 
