@@ -80,6 +80,13 @@ LoraRouting LoraRouting::rows(const AdapterSet& set, const std::vector<int>& per
     }
     r.row_slot = torch::tensor(slot, torch::kInt64).to(device);
     r.row_scale = torch::tensor(scale, torch::kFloat32).to(device);
+    // Equal blocks: as many blocks as adapters present, each constant and on an adapter (so all distinct).
+    const std::size_t n_blocks = present.size(), block = per_row.size() / n_blocks;
+    bool blocks = per_row.size() % n_blocks == 0;
+    for (std::size_t b = 0; blocks && b < per_row.size(); ++b)
+      blocks = per_row[b] >= 0 && per_row[b] == per_row[b - b % block];
+    if (blocks)
+      for (std::size_t i = 0; i < n_blocks; ++i) r.block_adapters.push_back(per_row[i * block]);
   }
   return r;
 }

@@ -119,11 +119,13 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lor
   auto y = F::linear(x, weight, bias);
   if (lora == nullptr || lora->empty() || lora_slot < 0) return y;
   if (!lora->present.empty() && x.dim() == 3) {
-    // Batched: stack the adapters present (same rank, all targeting this projection), gather each row's.
+    // Batched: stack the adapters (same rank, all targeting this projection).
+    const bool blocks = !lora->block_adapters.empty();
+    const auto& ids = blocks ? lora->block_adapters : lora->present;
     std::vector<torch::Tensor> As, Bs;
     std::vector<double> scalings;
     bool dropout = false;
-    for (int a : lora->present) {
+    for (int a : ids) {
       const AdapterSet::Entry* e = lora->set->entry(lora_slot, a);
       if (e == nullptr || (!As.empty() && e->A.size(0) != As.front().size(0))) break;
       As.push_back(e->A);
@@ -131,8 +133,19 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lor
       scalings.push_back(e->scaling);
       dropout = dropout || (e->dropout > 0.0 && is_training());
     }
-    if (As.size() == lora->present.size() && !dropout) {
+    if (As.size() == ids.size() && !dropout) {
       auto scale = torch::tensor(scalings, torch::kFloat64).to(x.device(), torch::kFloat32);
+      if (blocks) {
+        // Equal contiguous blocks of rows, one adapter each (a packed training step): one bmm per matmul
+        // over [blocks, rows x T, in] with no gathers; the scaling rides on A, the add on baddbmm.
+        const auto E = static_cast<std::int64_t>(As.size());
+        auto A = torch::stack(As) * scale.view({-1, 1, 1});  // [E, r, in]
+        auto B = torch::stack(Bs);                            // [E, out, r]
+        auto h = torch::bmm(x.reshape({E, -1, x.size(-1)}), A.transpose(1, 2).to(x.scalar_type()));
+        return torch::baddbmm(y.reshape({E, -1, y.size(-1)}), h, B.transpose(1, 2).to(h.scalar_type()))
+            .view(y.sizes());
+      }
+      // Any rows: gather each row's pair (a base row's scaled by 0).
       auto row_scale = (scale.index_select(0, lora->row_slot) * lora->row_scale).view({-1, 1, 1});
       auto A = torch::stack(As).index_select(0, lora->row_slot);  // [B, r, in]
       auto B = torch::stack(Bs).index_select(0, lora->row_slot);  // [B, out, r]

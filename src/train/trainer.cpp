@@ -95,18 +95,21 @@ void check_tokenizer(const TrainOptions& o, const DocumentSet& docs) {
 // What a resumed run must share with its checkpoint besides the options: the base weights and the token
 // shards it reads. Their paths may change between the two (a moved folder); their content may not, or the
 // run would silently train its first steps on one and the rest on another.
-json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters) {
-  json fp = json::object();
-  if (!o.base.empty()) {
-    std::vector<std::string> files;
-    for (const auto& e : stdfs::directory_iterator(o.base)) {
-      const std::string name = e.path().filename().string();
-      if (name == "config.json" || name == "model.safetensors.index.json" || ends_with(name, ".safetensors"))
-        files.push_back(e.path().string());
-    }
-    std::sort(files.begin(), files.end());
-    fp["base"] = files_fingerprint(files);
+std::string base_fingerprint(const std::string& base) {
+  std::vector<std::string> files;
+  for (const auto& e : stdfs::directory_iterator(base)) {
+    const std::string name = e.path().filename().string();
+    if (name == "config.json" || name == "model.safetensors.index.json" || ends_with(name, ".safetensors"))
+      files.push_back(e.path().string());
   }
+  std::sort(files.begin(), files.end());
+  return files_fingerprint(files);
+}
+
+// base_fp: base_fingerprint(o.base), computed once for all the runs of a pack.
+json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters, const std::string& base_fp) {
+  json fp = json::object();
+  if (!o.base.empty()) fp["base"] = base_fp;
   std::vector<std::string> shards;
   for (int k : clusters)
     for (const char* split : {"train", "valid"}) {
@@ -176,6 +179,9 @@ struct Shared {
   AdapterSet adapters;  // the experts being trained (LoRA modes), indexed by Run::adapter_index
   double peak_tflops = 0.0;
   double flops_per_token = 0.0;
+  // Read once per process, not once per run of a pack (a manifest of 5,000 clusters is megabytes).
+  std::string base_fp;
+  std::vector<int> partition_clusters;
   std::int64_t memory_bytes() const {
     return device.is_cuda() ? cuda_peak_allocated_bytes(device.has_index() ? device.index() : 0) : peak_rss_bytes();
   }
@@ -255,6 +261,83 @@ double run_eval(Shared& sh, Run& r, json* per_cluster) {
   }
   sh.model->train();
   return count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+}
+
+// The cross-entropy of every position: logits [B, T, V], targets [B, T] -> float32 [B, T].
+torch::Tensor token_losses(const torch::Tensor& logits, const torch::Tensor& targets) {
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
+                          targets.reshape({-1}).to(torch::kInt64), F::CrossEntropyFuncOptions().reduction(torch::kNone))
+      .view(targets.sizes());
+}
+
+// Validation losses of several runs at once: for each run, its token-weighted mean and its per-cluster
+// losses. The LoRA experts of a pack go through the model together, in mixed-adapter batches of at most
+// batch_rows rows, each row on its run's adapter: a few forwards for the whole pack instead of one or more
+// per expert. Anything else evaluates run by run.
+std::vector<std::pair<double, json>> eval_runs(Shared& sh, const std::vector<Run*>& runs, std::int64_t batch_rows) {
+  std::vector<std::pair<double, json>> out(runs.size(), {std::numeric_limits<double>::quiet_NaN(), json::object()});
+  const bool together = runs.size() > 1 && std::all_of(runs.begin(), runs.end(), [](const Run* r) {
+    return r->adapter_index >= 0 && !r->mixture && !r->peer;
+  });
+  if (!together) {
+    for (std::size_t i = 0; i < runs.size(); ++i) out[i].first = run_eval(sh, *runs[i], &out[i].second);
+    return out;
+  }
+  // Every validation row, with its run's adapter and the (run, cluster set) it counts toward.
+  std::vector<torch::Tensor> seqs;
+  std::vector<int> adapter_of_row;
+  std::vector<std::pair<std::size_t, std::size_t>> owner_of_row;
+  std::vector<std::vector<double>> sums(runs.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    sums[i].assign(runs[i]->valid.size(), 0.0);
+    for (std::size_t j = 0; j < runs[i]->valid.size(); ++j) {
+      const auto& v = runs[i]->valid[j].sequences;
+      seqs.push_back(v);
+      for (std::int64_t b = 0; b < v.size(0); ++b) {
+        adapter_of_row.push_back(runs[i]->adapter_index);
+        owner_of_row.emplace_back(i, j);
+      }
+    }
+  }
+  if (!seqs.empty()) {
+    torch::NoGradGuard no_grad;
+    sh.model->eval();
+    auto all = torch::cat(seqs, 0);
+    const std::int64_t n = all.size(0), T = all.size(1) - 1;
+    for (std::int64_t i0 = 0; i0 < n; i0 += batch_rows) {
+      const std::int64_t i1 = std::min(n, i0 + batch_rows);
+      auto rows = all.slice(0, i0, i1).to(sh.device);
+      auto inputs = rows.slice(1, 0, T), targets = rows.slice(1, 1, T + 1);
+      auto routing = LoraRouting::rows(
+          sh.adapters, std::vector<int>(adapter_of_row.begin() + i0, adapter_of_row.begin() + i1), sh.device);
+      torch::Tensor logits;
+      {
+        AutocastBf16 ac(sh.device, sh.bf16);
+        logits = sh.model->forward(inputs, nullptr, &routing);
+      }
+      auto row_loss = token_losses(logits, targets).sum(1).to(torch::kCPU, torch::kFloat64);
+      auto acc = row_loss.accessor<double, 1>();
+      for (std::int64_t b = i0; b < i1; ++b) {
+        const auto& [ri, vj] = owner_of_row[static_cast<std::size_t>(b)];
+        sums[ri][vj] += acc[b - i0];
+      }
+    }
+    sh.model->train();
+  }
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    double sum = 0.0;
+    std::int64_t count = 0;
+    for (std::size_t j = 0; j < runs[i]->valid.size(); ++j) {
+      const auto& v = runs[i]->valid[j];
+      const std::int64_t tokens = v.sequences.size(0) * (v.sequences.size(1) - 1);
+      out[i].second[std::to_string(v.cluster)] = sums[i][j] / static_cast<double>(tokens);
+      sum += sums[i][j];
+      count += tokens;
+    }
+    if (count > 0) out[i].first = sum / static_cast<double>(count);
+  }
+  return out;
 }
 
 [[noreturn]] void diverged(const Run& r, const std::string& what, std::int64_t at_step) {
@@ -350,14 +433,15 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   require(resume || latest.empty(), o.output + " already holds a run's checkpoints: pass --resume to continue it, "
                                                "or choose another output folder");
   const TrainMode mode = o.train_mode();
+  if (sh.partition_clusters.empty()) sh.partition_clusters = partition_clusters(o.partition);
   if (o.cluster >= 0) {
-    auto all = partition_clusters(o.partition);
+    const auto& all = sh.partition_clusters;
     require(o.cluster < static_cast<int>(all.size()),
             "cluster " + std::to_string(o.cluster) + " is not in " + o.partition + " (it has " +
                 std::to_string(all.size()) + " clusters)");
     r.clusters = {o.cluster};
   } else {
-    r.clusters = partition_clusters(o.partition);
+    r.clusters = sh.partition_clusters;
   }
   // An empty cluster has no train shard at all.
   std::vector<std::string> train_shards;
@@ -417,7 +501,7 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   r.total_steps = total_train_steps(o, static_cast<int>(r.clusters.size()));
   r.schedule = LrSchedule{o.lr, o.warmup_steps, r.total_steps, o.min_lr_ratio};
   r.opts_json = config::to_json(o);
-  r.fingerprints = input_fingerprints(o, r.clusters);
+  r.fingerprints = input_fingerprints(o, r.clusters, sh.base_fp);
   DataCursor cursor;
   double train_time_before = 0.0;
 
@@ -488,17 +572,25 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
     }
     r.valid.push_back({k, seqs});
   }
-  if (r.step == 0 && !r.meta_state.contains("initial_valid_loss") && !r.valid.empty()) {
-    json per = json::object();
-    double l0 = run_eval(sh, r, &per);
+  r.start = Clock::now();
+  return true;
+}
+
+// The step-0 validation loss of the runs starting fresh (evaluated together: eval_runs).
+void initial_evals(Shared& sh, const std::vector<Run*>& runs, std::int64_t batch_rows) {
+  std::vector<Run*> fresh;
+  for (Run* r : runs)
+    if (r->step == 0 && !r->meta_state.contains("initial_valid_loss") && !r->valid.empty()) fresh.push_back(r);
+  const auto losses = eval_runs(sh, fresh, batch_rows);
+  for (std::size_t i = 0; i < fresh.size(); ++i) {
+    Run& r = *fresh[i];
+    const auto& [l0, per] = losses[i];
     r.meta_state["initial_valid_loss"] = l0;
     r.meta_state["initial_valid_loss_per_cluster"] = per;
-    spdlog::info("{}step 0: valid loss {:.4f}", r.in_pack ? o.output + ": " : std::string(), l0);
+    spdlog::info("{}step 0: valid loss {:.4f}", r.in_pack ? r.o.output + ": " : std::string(), l0);
     fs::append_line(r.metrics_path,
                     json{{"kind", "eval"}, {"step", 0}, {"valid_loss", l0}, {"valid_loss_per_cluster", per}}.dump());
   }
-  r.start = Clock::now();
-  return true;
 }
 
 bool all_finite(const Run& r) {
@@ -509,9 +601,8 @@ bool all_finite(const Run& r) {
   return true;
 }
 
-// After one optimizer step of `r` that took dt seconds (its share of a packed step): logs, evaluations,
-// checkpoints.
-void after_step(Shared& sh, Run& r, double train_loss, double gnorm, double dt, bool quiet_log) {
+// After one optimizer step of `r` that took dt seconds (its share of a packed step): counts and logs it.
+void record_step(Shared& sh, Run& r, double train_loss, double gnorm, double dt, bool quiet_log) {
   const TrainOptions& o = r.o;
   ++r.step;
   r.train_time += dt;
@@ -542,9 +633,18 @@ void after_step(Shared& sh, Run& r, double train_loss, double gnorm, double dt, 
     r.window_loss = r.window_time = 0.0;
     r.window_steps = 0;
   }
-  if (((o.eval_every > 0 && r.step % o.eval_every == 0) || last_step) && !r.valid.empty()) {
-    json per = json::object();
-    double vl = run_eval(sh, r, &per);
+}
+
+bool eval_due(const Run& r) {
+  return ((r.o.eval_every > 0 && r.step % r.o.eval_every == 0) || r.step == r.total_steps) && !r.valid.empty();
+}
+
+// After the step's evaluation (`eval`: its result, when eval_due): records it; checkpoints.
+void after_step(Shared& sh, Run& r, const std::pair<double, json>* eval, bool quiet_log) {
+  const TrainOptions& o = r.o;
+  const bool last_step = r.step == r.total_steps;
+  if (eval != nullptr) {
+    const auto& [vl, per] = *eval;
     fs::append_line(r.metrics_path,
                     json{{"kind", "eval"}, {"step", r.step}, {"valid_loss", vl}, {"valid_loss_per_cluster", per}}.dump());
     if (quiet_log)
@@ -664,6 +764,7 @@ json train(const TrainOptions& o, bool resume) {
   const bool lora = o.lora_mode();
   sh.model->set_requires_grad(!lora);
   sh.adapters = AdapterSet(sh.model->linears());
+  if (!o.base.empty()) sh.base_fp = base_fingerprint(o.base);
 
   // ---- the runs: one, or one per cluster of a pack (each in OUTPUT/<k>, with its own options)
   std::vector<TrainOptions> run_opts;
@@ -688,6 +789,9 @@ json train(const TrainOptions& o, bool resume) {
     if (prepare_run(sh, *r, resume) && r->step < r->total_steps) active.push_back(r.get());
     runs.push_back(std::move(r));
   }
+  // Validation batches as large as a training step's (micro-batches of every run in the pack).
+  const std::int64_t eval_rows = static_cast<std::int64_t>(o.micro_batch) * std::max<std::int64_t>(1, static_cast<std::int64_t>(active.size()));
+  initial_evals(sh, active, eval_rows);
 
   FlopCount flops;
   flops.layers = mc.num_hidden_layers;
@@ -757,13 +861,8 @@ json train(const TrainOptions& o, bool resume) {
       // all rows: a loss per run over a slice of the logits would make each backward fill a zero gradient
       // of the whole batch's logits, quadratic in the pack.
       // A single run keeps the plain mean (bit for bit what unpacked training always computed).
-      namespace F = torch::nn::functional;
       auto losses = n_runs == 1 ? cross_entropy(logits, targets).view({1})
-                                : F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
-                                                   targets.reshape({-1}).to(torch::kInt64),
-                                                   F::CrossEntropyFuncOptions().reduction(torch::kNone))
-                                      .view({n_runs, -1})
-                                      .mean(1);
+                                : token_losses(logits, targets).view({n_runs, -1}).mean(1);
       std::vector<float> poison(active.size(), 0.0f);
       bool poisoned = false;
       for (std::size_t i = 0; i < active.size(); ++i)
@@ -789,10 +888,15 @@ json train(const TrainOptions& o, bool resume) {
     if (sh.device.is_cuda()) torch::cuda::synchronize();
     // Each run is charged an equal share of the shared step.
     const double dt = seconds_since(t0) / static_cast<double>(active.size());
-    std::vector<Run*> still;
+    std::vector<Run*> due, still;
     for (std::size_t i = 0; i < active.size(); ++i) {
-      Run* r = active[i];
-      after_step(sh, *r, r->pending_loss / o.grad_accum, gnorms[i], dt, quiet_log);
+      record_step(sh, *active[i], active[i]->pending_loss / o.grad_accum, gnorms[i], dt, quiet_log);
+      if (eval_due(*active[i])) due.push_back(active[i]);
+    }
+    const auto evals = eval_runs(sh, due, eval_rows);
+    for (Run* r : active) {
+      const auto at = std::find(due.begin(), due.end(), r);
+      after_step(sh, *r, at == due.end() ? nullptr : &evals[static_cast<std::size_t>(at - due.begin())], quiet_log);
       if (r->step < r->total_steps) still.push_back(r);
     }
     progress.add(static_cast<std::int64_t>(active.size()));

@@ -73,20 +73,23 @@ TEST_P(AdapterSetPaths, MixedAdapterBatchEqualsEachRowAlone) {
   for (const auto& a : adapters) set.add(a);
   torch::manual_seed(3);
   auto tokens = torch::randint(0, 40, {6, 9}, torch::kLong);
-  const std::vector<int> per_row = {0, -1, 2, 1, 0, 2};
-  auto routing = moin::LoraRouting::rows(set, per_row, m->device());
-  // With autograd on: thin LoRA matmuls per row group (or batched); without: each group's adapter folded
-  // into a copy of the weights for the call.
-  torch::Tensor mixed = m->forward(tokens, nullptr, &routing), merged;
-  {
-    torch::NoGradGuard g;
-    merged = m->forward(tokens, nullptr, &routing);
-  }
-  for (std::int64_t b = 0; b < 6; ++b) {
-    const int a = per_row[static_cast<std::size_t>(b)];
-    auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
-    EXPECT_LT((mixed.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
-    EXPECT_LT((merged.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "merged, row " << b;
+  // Any rows, and equal contiguous blocks of rows (a packed training step's batch: no gathers).
+  for (const std::vector<int>& per_row : {std::vector<int>{0, -1, 2, 1, 0, 2}, std::vector<int>{1, 1, 0, 0, 2, 2}}) {
+    auto routing = moin::LoraRouting::rows(set, per_row, m->device());
+    EXPECT_EQ(routing.block_adapters.empty(), per_row[0] == 0);
+    // With autograd on: thin LoRA matmuls per row group (or batched); without: each group's adapter folded
+    // into a copy of the weights for the call.
+    torch::Tensor mixed = m->forward(tokens, nullptr, &routing), merged;
+    {
+      torch::NoGradGuard g;
+      merged = m->forward(tokens, nullptr, &routing);
+    }
+    for (std::int64_t b = 0; b < 6; ++b) {
+      const int a = per_row[static_cast<std::size_t>(b)];
+      auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
+      EXPECT_LT((mixed.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
+      EXPECT_LT((merged.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "merged, row " << b;
+    }
   }
   // One adapter on every row, merged, against the same references.
   {
@@ -263,42 +266,49 @@ TEST_P(AdapterSetPaths, MixedBatchGradientsEqualEachAdapterAlone) {
   for (auto& a : adapters) a.set_trainable(true);
   torch::manual_seed(7);
   auto tokens = torch::randint(0, 40, {4, 6}, torch::kLong);
-  const std::vector<int> per_row = {0, 2, 0, 2};
   auto loss_of = [&](const torch::Tensor& logits, const torch::Tensor& t) {
     return moin::cross_entropy(logits.narrow(1, 0, 5), t.narrow(1, 1, 5));
   };
-  std::vector<std::vector<torch::Tensor>> alone;
-  for (int a : {0, 2}) {
-    auto& ad = adapters[static_cast<std::size_t>(a)];
-    for (auto& p : ad.parameters()) p.mutable_grad() = torch::Tensor();
+  // Interleaved rows, and contiguous blocks (a packed training step).
+  for (const std::vector<int>& per_row : {std::vector<int>{0, 2, 0, 2}, std::vector<int>{2, 2, 0, 0}}) {
+    auto rows_of = [&](int a) {
+      std::vector<std::int64_t> idx;
+      for (std::size_t b = 0; b < per_row.size(); ++b)
+        if (per_row[b] == a) idx.push_back(static_cast<std::int64_t>(b));
+      return torch::tensor(idx, torch::kLong);
+    };
+    std::vector<std::vector<torch::Tensor>> alone;
+    for (int a : {0, 2}) {
+      auto& ad = adapters[static_cast<std::size_t>(a)];
+      for (auto& p : ad.parameters()) p.mutable_grad() = torch::Tensor();
+      moin::AdapterSet set(m->linears());
+      auto all = moin::LoraRouting::all(set, set.add(ad));
+      auto t = tokens.index_select(0, rows_of(a));
+      loss_of(m->forward(t, nullptr, &all), t).backward();
+      std::vector<torch::Tensor> g;
+      for (auto& p : ad.parameters()) g.push_back(p.grad().clone());
+      alone.push_back(g);
+    }
+    for (auto& a : adapters)
+      for (auto& p : a.parameters()) p.mutable_grad() = torch::Tensor();
     moin::AdapterSet set(m->linears());
-    auto all = moin::LoraRouting::all(set, set.add(ad));
-    auto rows = torch::tensor({a == 0 ? 0 : 1, a == 0 ? 2 : 3}, torch::kLong);
-    auto t = tokens.index_select(0, rows);
-    loss_of(m->forward(t, nullptr, &all), t).backward();
-    std::vector<torch::Tensor> g;
-    for (auto& p : ad.parameters()) g.push_back(p.grad().clone());
-    alone.push_back(g);
+    for (const auto& a : adapters) set.add(a);
+    auto routing = moin::LoraRouting::rows(set, per_row, m->device());
+    auto logits = m->forward(tokens, nullptr, &routing);
+    auto rows0 = rows_of(0), rows2 = rows_of(2);
+    (loss_of(logits.index_select(0, rows0), tokens.index_select(0, rows0)) +
+     loss_of(logits.index_select(0, rows2), tokens.index_select(0, rows2)))
+        .backward();
+    int which = 0;
+    for (int a : {0, 2}) {
+      auto params = adapters[static_cast<std::size_t>(a)].parameters();
+      for (std::size_t i = 0; i < params.size(); ++i)
+        EXPECT_LT((params[i].grad() - alone[static_cast<std::size_t>(which)][i]).abs().max().item<double>(), 1e-5)
+            << "adapter " << a << " tensor " << i << " rows " << per_row[0] << per_row[1];
+      ++which;
+    }
+    for (auto& p : adapters[1].parameters()) EXPECT_FALSE(p.grad().defined());  // named by no row
   }
-  for (auto& a : adapters)
-    for (auto& p : a.parameters()) p.mutable_grad() = torch::Tensor();
-  moin::AdapterSet set(m->linears());
-  for (const auto& a : adapters) set.add(a);
-  auto routing = moin::LoraRouting::rows(set, per_row, m->device());
-  auto logits = m->forward(tokens, nullptr, &routing);
-  auto rows0 = torch::tensor({0, 2}, torch::kLong), rows2 = torch::tensor({1, 3}, torch::kLong);
-  (loss_of(logits.index_select(0, rows0), tokens.index_select(0, rows0)) +
-   loss_of(logits.index_select(0, rows2), tokens.index_select(0, rows2)))
-      .backward();
-  int which = 0;
-  for (int a : {0, 2}) {
-    auto params = adapters[static_cast<std::size_t>(a)].parameters();
-    for (std::size_t i = 0; i < params.size(); ++i)
-      EXPECT_LT((params[i].grad() - alone[static_cast<std::size_t>(which)][i]).abs().max().item<double>(), 1e-5)
-          << "adapter " << a << " tensor " << i;
-    ++which;
-  }
-  for (auto& p : adapters[1].parameters()) EXPECT_FALSE(p.grad().defined());  // named by no row
 }
 
 // false: adapters of different ranks and targets (grouped rows); true: equal shapes (batched bmm's).

@@ -345,7 +345,11 @@ TEST(Trainer, PackedExpertsEqualEachExpertTrainedAlone) {
     expect_same_tensors((a / "adapter_model.safetensors").string(), (p / "adapter_model.safetensors").string(), 2e-5);
     auto sa = moin::fs::read_json((a / "summary.json").string());
     auto sp = moin::fs::read_json((p / "summary.json").string());
+    // Validation runs the pack's experts together (mixed-adapter batches), at step 0 and at the end.
     EXPECT_NEAR(sa["final_valid_loss"].get<double>(), sp["final_valid_loss"].get<double>(), 1e-5) << k;
+    EXPECT_NEAR(sa["initial_valid_loss"].get<double>(), sp["initial_valid_loss"].get<double>(), 1e-5) << k;
+    for (auto it = sa["valid_loss_per_cluster"].begin(); it != sa["valid_loss_per_cluster"].end(); ++it)
+      EXPECT_NEAR(it.value()["final"].get<double>(), sp["valid_loss_per_cluster"][it.key()]["final"].get<double>(), 1e-5);
     EXPECT_EQ(sp["steps"], 6);
     EXPECT_EQ(sp["pack"]["clusters"], json({0, 1, 2}));
     EXPECT_GT(sp["wall_time_s"].get<double>(), 0.0);

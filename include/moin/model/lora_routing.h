@@ -12,7 +12,9 @@
 //
 // Rows naming several adapters run as Punica's BGMV does, with batched matmuls: each projection stacks the
 // A and B of the adapters present, gathers every row's pair and runs two bmm's, so the number of kernels
-// does not grow with the number of adapters (the pair of a base row is scaled by 0). Where the adapters
+// does not grow with the number of adapters (the pair of a base row is scaled by 0); rows in equal
+// contiguous blocks, one adapter each (a packed training step), need no gather: one bmm over the blocks
+// per matmul. Where the adapters
 // present differ in rank or targets, rows are grouped by adapter instead (SGMV's segments, as matmuls):
 // each adapter gathers its rows, runs x A^T B^T on them and adds the result back. A mixture runs each
 // adapter it names over the whole batch and weights the result per token.
@@ -54,6 +56,9 @@ struct LoraRouting {
   std::vector<int> present;
   torch::Tensor row_slot;   // int64 [B]
   torch::Tensor row_scale;  // float32 [B]
+  // Set when the rows come in equal contiguous blocks, each on its own adapter and none on the base (a
+  // packed training step): the adapter of each block, in order. The batched path then needs no gathers.
+  std::vector<int> block_adapters;
   // Arrow: each projection picks its adapters per token itself (groups are then empty).
   const ArrowLibrary* arrow = nullptr;
   // A layer router: the decoder layers replace this routing with the router's, part by part.
