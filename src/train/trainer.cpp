@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <memory>
 #include <thread>
@@ -284,33 +285,36 @@ std::vector<std::pair<double, json>> eval_runs(Shared& sh, const std::vector<Run
     for (std::size_t i = 0; i < runs.size(); ++i) out[i].first = run_eval(sh, *runs[i], &out[i].second);
     return out;
   }
-  // Every validation row, with its run's adapter and the (run, cluster set) it counts toward.
-  std::vector<torch::Tensor> seqs;
-  std::vector<int> adapter_of_row;
-  std::vector<std::pair<std::size_t, std::size_t>> owner_of_row;
+  // Every validation set, by sequence length (a cluster with fewer tokens than one sequence has one shorter
+  // sequence), each row with its run's adapter and the (run, set) it counts toward.
+  struct Rows {
+    std::vector<torch::Tensor> seqs;
+    std::vector<int> adapter;
+    std::vector<std::pair<std::size_t, std::size_t>> owner;
+  };
+  std::map<std::int64_t, Rows> by_length;
   std::vector<std::vector<double>> sums(runs.size());
   for (std::size_t i = 0; i < runs.size(); ++i) {
     sums[i].assign(runs[i]->valid.size(), 0.0);
     for (std::size_t j = 0; j < runs[i]->valid.size(); ++j) {
       const auto& v = runs[i]->valid[j].sequences;
-      seqs.push_back(v);
-      for (std::int64_t b = 0; b < v.size(0); ++b) {
-        adapter_of_row.push_back(runs[i]->adapter_index);
-        owner_of_row.emplace_back(i, j);
-      }
+      Rows& g = by_length[v.size(1)];
+      g.seqs.push_back(v);
+      g.adapter.insert(g.adapter.end(), static_cast<std::size_t>(v.size(0)), runs[i]->adapter_index);
+      g.owner.insert(g.owner.end(), static_cast<std::size_t>(v.size(0)), {i, j});
     }
   }
-  if (!seqs.empty()) {
-    torch::NoGradGuard no_grad;
-    sh.model->eval();
-    auto all = torch::cat(seqs, 0);
-    const std::int64_t n = all.size(0), T = all.size(1) - 1;
+  torch::NoGradGuard no_grad;
+  sh.model->eval();
+  for (const auto& [length, g] : by_length) {
+    auto all = torch::cat(g.seqs, 0);
+    const std::int64_t n = all.size(0), T = length - 1;
     for (std::int64_t i0 = 0; i0 < n; i0 += batch_rows) {
       const std::int64_t i1 = std::min(n, i0 + batch_rows);
       auto rows = all.slice(0, i0, i1).to(sh.device);
       auto inputs = rows.slice(1, 0, T), targets = rows.slice(1, 1, T + 1);
-      auto routing = LoraRouting::rows(
-          sh.adapters, std::vector<int>(adapter_of_row.begin() + i0, adapter_of_row.begin() + i1), sh.device);
+      auto routing =
+          LoraRouting::rows(sh.adapters, std::vector<int>(g.adapter.begin() + i0, g.adapter.begin() + i1), sh.device);
       torch::Tensor logits;
       {
         AutocastBf16 ac(sh.device, sh.bf16);
@@ -319,12 +323,12 @@ std::vector<std::pair<double, json>> eval_runs(Shared& sh, const std::vector<Run
       auto row_loss = token_losses(logits, targets).sum(1).to(torch::kCPU, torch::kFloat64);
       auto acc = row_loss.accessor<double, 1>();
       for (std::int64_t b = i0; b < i1; ++b) {
-        const auto& [ri, vj] = owner_of_row[static_cast<std::size_t>(b)];
+        const auto& [ri, vj] = g.owner[static_cast<std::size_t>(b)];
         sums[ri][vj] += acc[b - i0];
       }
     }
-    sh.model->train();
   }
+  sh.model->train();
   for (std::size_t i = 0; i < runs.size(); ++i) {
     double sum = 0.0;
     std::int64_t count = 0;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Seconds per expert, each in a process of its own against N packed in one process (`moin train --clusters`),
+# at the same options: the shared corpus in K clusters, stories260K as the base, clusters 0..N-1, STEPS steps
+# of MICRO x SEQ tokens, rank R, one thread. Also checks that every packed expert ends where it ends alone.
+#
+#   scripts/pack-vs-alone.sh [WORK_DIR]
+#   env: MOIN (build/bin/moin), MOIN_SHARED_DATA (../shared/data), K (200), N (50), STEPS (4), MICRO (4),
+#        SEQ (64), R (4)
+# Re-running reuses WORK/base and WORK/part and re-times both ways. Timings move with the machine's load:
+# run it on an idle machine and more than once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MOIN=${MOIN:-$PWD/build/bin/moin}
+DATA=${MOIN_SHARED_DATA:-../shared/data}
+K=${K:-200}
+N=${N:-50}
+STEPS=${STEPS:-4}
+MICRO=${MICRO:-4}
+SEQ=${SEQ:-64}
+R=${R:-4}
+WORK=${1:-pack-k$K}
+MODELS=$DATA/models/stories260K
+[ -f "$MODELS/stories260K.bin" ] || { echo "no $MODELS/stories260K.bin (set MOIN_SHARED_DATA)" >&2; exit 2; }
+mkdir -p "$WORK"
+[ -f "$WORK/base/config.json" ] || "$MOIN" convert llama2c --input "$MODELS/stories260K.bin" \
+  --tokenizer "$MODELS/tok512.model" --output "$WORK/base" -q
+[ -f "$WORK/part/manifest.json" ] || "$MOIN" partition --input "$DATA/corpus/train.jsonl" --text-field text \
+  --label-field meta.pile_set_name --tokenizer "$MODELS/tok512.model" --clusters "$K" --embedder tfidf \
+  --valid-fraction 0.05 --output "$WORK/part" -q > /dev/null
+cat > "$WORK/train.json" <<JSON
+{"base": "$WORK/base", "partition": "$WORK/part", "seq_len": $SEQ, "micro_batch": $MICRO, "max_steps": $STEPS,
+ "lr": 0.003, "lora": {"r": $R, "alpha": $((2 * R))}, "eval_every": 0, "eval_tokens": $((SEQ * 4)),
+ "checkpoint_every": 0, "log_every": 1000, "num_threads": 1, "device": "cpu", "mode": "expert"}
+JSON
+rm -rf "$WORK/alone" "$WORK/packed"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+t0=$(date +%s.%N)
+for k in $(seq 0 $((N - 1))); do
+  "$MOIN" train --config "$WORK/train.json" --cluster "$k" --output "$WORK/alone/$k" -q > /dev/null
+done
+t1=$(date +%s.%N)
+"$MOIN" train --config "$WORK/train.json" --clusters "$(seq -s, 0 $((N - 1)))" --output "$WORK/packed" -q > /dev/null
+t2=$(date +%s.%N)
+python3 - "$WORK" "$N" "$t0" "$t1" "$t2" <<'PY'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+t0, t1, t2 = map(float, sys.argv[3:6])
+alone, packed = (t1 - t0) / n, (t2 - t1) / n
+diff = 0.0
+for k in range(n):
+    a = json.load(open(f"{work}/alone/{k}/summary.json"))
+    p = json.load(open(f"{work}/packed/{k}/summary.json"))
+    for key in ("initial_valid_loss", "final_valid_loss"):
+        if a.get(key) is not None:
+            diff = max(diff, abs(a[key] - p[key]))
+print(f"alone {alone:.3f} s/expert, packed {n} per process {packed:.3f} s/expert: {alone / packed:.2f}x fewer")
+print(f"max |validation loss alone - packed| over the {n} experts: {diff:.2e}")
+PY
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
