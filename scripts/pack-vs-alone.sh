@@ -10,36 +10,22 @@
 # run it on an idle machine and more than once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MOIN=${MOIN:-$PWD/build/bin/moin}
-DATA=${MOIN_SHARED_DATA:-../shared/data}
 K=${K:-200}
 N=${N:-50}
-STEPS=${STEPS:-4}
-MICRO=${MICRO:-4}
-SEQ=${SEQ:-64}
-R=${R:-4}
 WORK=${1:-pack-k$K}
-MODELS=$DATA/models/stories260K
-[ -f "$MODELS/stories260K.bin" ] || { echo "no $MODELS/stories260K.bin (set MOIN_SHARED_DATA)" >&2; exit 2; }
+source scripts/shared-corpus.sh
 mkdir -p "$WORK"
-[ -f "$WORK/base/config.json" ] || "$MOIN" convert llama2c --input "$MODELS/stories260K.bin" \
-  --tokenizer "$MODELS/tok512.model" --output "$WORK/base" -q
-[ -f "$WORK/part/manifest.json" ] || "$MOIN" partition --input "$DATA/corpus/train.jsonl" --text-field text \
-  --label-field meta.pile_set_name --tokenizer "$MODELS/tok512.model" --clusters "$K" --embedder tfidf \
-  --valid-fraction 0.05 --output "$WORK/part" -q > /dev/null
-cat > "$WORK/train.json" <<JSON
-{"base": "$WORK/base", "partition": "$WORK/part", "seq_len": $SEQ, "micro_batch": $MICRO, "max_steps": $STEPS,
- "lr": 0.003, "lora": {"r": $R, "alpha": $((2 * R))}, "eval_every": 0, "eval_tokens": $((SEQ * 4)),
- "checkpoint_every": 0, "log_every": 1000, "num_threads": 1, "device": "cpu", "mode": "expert"}
-JSON
+shared_base "$WORK/base"
+shared_partition "$K" "$WORK/part" > /dev/null
+expert_budget_config "$WORK/base" "$WORK/train.json"
 rm -rf "$WORK/alone" "$WORK/packed"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s.%N)
 for k in $(seq 0 $((N - 1))); do
-  "$MOIN" train --config "$WORK/train.json" --cluster "$k" --output "$WORK/alone/$k" -q > /dev/null
+  "$MOIN" train --config "$WORK/train.json" --set partition="$WORK/part" --cluster "$k" --output "$WORK/alone/$k" -q > /dev/null
 done
 t1=$(date +%s.%N)
-"$MOIN" train --config "$WORK/train.json" --clusters "$(seq -s, 0 $((N - 1)))" --output "$WORK/packed" -q > /dev/null
+"$MOIN" train --config "$WORK/train.json" --set partition="$WORK/part" --clusters "$(seq -s, 0 $((N - 1)))" --output "$WORK/packed" -q > /dev/null
 t2=$(date +%s.%N)
 python3 - "$WORK" "$N" "$t0" "$t1" "$t2" <<'PY'
 import json, sys

@@ -15,38 +15,24 @@
 # Re-running skips finished stages (each is resumable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MOIN=${MOIN:-build/bin/moin}
-DATA=${MOIN_SHARED_DATA:-../shared/data}
 K=${K:-1000}
 WORK=${1:-scale-k$K}
 PER_JOB=${PER_JOB:-50}
 JOBS=${JOBS:-2}
-STEPS=${STEPS:-4}
-MICRO=${MICRO:-4}
-SEQ=${SEQ:-64}
-R=${R:-4}
 EVAL_DOCS=${EVAL_DOCS:-500}
-MODELS=$DATA/models/stories260K
-[ -f "$MODELS/stories260K.bin" ] || { echo "no $MODELS/stories260K.bin (set MOIN_SHARED_DATA)" >&2; exit 2; }
+source scripts/shared-corpus.sh
 mkdir -p "$WORK"
 now() { date +%s.%N; }
 secs() { python3 -c "print(round($2 - $1, 1))"; }
 
-[ -f "$WORK/base/config.json" ] || "$MOIN" convert llama2c --input "$MODELS/stories260K.bin" \
-  --tokenizer "$MODELS/tok512.model" --output "$WORK/base" -q
+shared_base "$WORK/base"
 
 t=$(now)
-[ -f "$WORK/part/manifest.json" ] || "$MOIN" partition --input "$DATA/corpus/train.jsonl" --text-field text \
-  --label-field meta.pile_set_name --tokenizer "$MODELS/tok512.model" --clusters "$K" --embedder tfidf \
-  --valid-fraction 0.05 --output "$WORK/part" -q
+shared_partition "$K" "$WORK/part"
 T_PART=$(secs "$t" "$(now)")
 echo "partition: $T_PART s"
 
-cat > "$WORK/train.json" <<JSON
-{"base": "$WORK/base", "seq_len": $SEQ, "micro_batch": $MICRO, "max_steps": $STEPS, "lr": 0.003,
- "lora": {"r": $R, "alpha": $((2 * R))}, "eval_every": 0, "eval_tokens": $((SEQ * 4)), "checkpoint_every": 0,
- "log_every": 1000, "num_threads": 1, "device": "cpu"}
-JSON
+expert_budget_config "$WORK/base" "$WORK/train.json"
 t=$(now)
 "$MOIN" launch --partition "$WORK/part" --config "$WORK/train.json" --output "$WORK/experts" --jobs "$JOBS" \
   --gpus none --experts-per-job "$PER_JOB" -q > "$WORK/launch.txt" || true

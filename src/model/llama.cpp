@@ -125,21 +125,21 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   }
   torch::Tensor out;
   const auto S = past + T;  // keys
-  // CPU's flash kernel reads each key/value head for its query heads itself (faster than repeating them,
-  // forward and backward); elsewhere repeat, as not every CUDA kernel takes grouped heads.
-  if (past == 0 && !(sliding_window > 0 && S > sliding_window) && !x.is_cuda() && n_heads != n_kv_heads) {
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/true);
-    return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}), lora);
+  const bool windowed = sliding_window > 0 && S > sliding_window;
+  // CPU's flash kernel (the causal call below) reads each key/value head for its query heads itself, faster
+  // than repeating them, forward and backward; elsewhere repeat, as not every CUDA kernel takes grouped heads.
+  const bool grouped_in_kernel = past == 0 && !windowed && !x.is_cuda() && n_heads != n_kv_heads;
+  if (!grouped_in_kernel) {
+    k = repeat_kv(k, n_heads / n_kv_heads);
+    v = repeat_kv(v, n_heads / n_kv_heads);
   }
-  k = repeat_kv(k, n_heads / n_kv_heads);
-  v = repeat_kv(v, n_heads / n_kv_heads);
-  if (sliding_window > 0 && S > sliding_window) {
+  if (windowed) {
     // transformers' sliding_window_overlay: query position p sees keys j with p - window < j <= p.
     auto ones = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
     auto mask = ones.tril(past).logical_and(ones.tril(past - sliding_window).logical_not());
     out = at::scaled_dot_product_attention(q, k, v, mask);
   } else if (past == 0) {
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt, grouped_in_kernel);
   } else if (T == 1) {
     out = at::scaled_dot_product_attention(q, k, v);  // one new token sees everything before it
   } else {

@@ -278,9 +278,9 @@ torch::Tensor token_losses(const torch::Tensor& logits, const torch::Tensor& tar
 // per expert. Anything else evaluates run by run.
 std::vector<std::pair<double, json>> eval_runs(Shared& sh, const std::vector<Run*>& runs, std::int64_t batch_rows) {
   std::vector<std::pair<double, json>> out(runs.size(), {std::numeric_limits<double>::quiet_NaN(), json::object()});
-  const bool together = runs.size() > 1 && std::all_of(runs.begin(), runs.end(), [](const Run* r) {
-    return r->adapter_index >= 0 && !r->mixture && !r->peer;
-  });
+  // Only LoRA runs have an adapter in sh.adapters (a mixture or PEER run has none).
+  const bool together =
+      runs.size() > 1 && std::all_of(runs.begin(), runs.end(), [](const Run* r) { return r->adapter_index >= 0; });
   if (!together) {
     for (std::size_t i = 0; i < runs.size(); ++i) out[i].first = run_eval(sh, *runs[i], &out[i].second);
     return out;
@@ -369,7 +369,7 @@ void prepare_mixture(Shared& sh, Run& r) {
   where.device = sh.device;
   where.dtype = torch::kFloat32;
   where.trainable = o.mixture.train_experts;
-  const auto folders = find_experts(o.experts, static_cast<int>(partition_clusters(o.partition).size()));
+  const auto folders = find_experts(o.experts, static_cast<int>(sh.partition_clusters.size()));
   for (std::size_t k = 0; k < folders.size(); ++k) {
     const auto& f = folders[k];
     if (f.status == "too_small") continue;
@@ -404,7 +404,7 @@ void prepare_peer(Shared& sh, Run& r) {
   if (po.num_keys == 0) {
     std::int64_t target = po.params;
     if (target == 0) {
-      for (const auto& f : find_experts(o.experts, static_cast<int>(partition_clusters(o.partition).size())))
+      for (const auto& f : find_experts(o.experts, static_cast<int>(sh.partition_clusters.size())))
         if (f.ok()) target += LoraAdapter::load(f.dir, sh.model->linears()).num_parameters();
       require(target > 0, "peer: " + o.experts + " holds no expert to match in parameters");
     }
