@@ -3,12 +3,14 @@
 
 #include "cli.h"
 #include "moin/core/error.h"
+#include "moin/core/process.h"
 
 namespace moin::cli {
 std::function<void()>& pending_action();
 }
 
 int main(int argc, char** argv) {
+  moin::reuse_freed_memory();
   CLI::App app{
       "moin: Mixture of Introvert Experts. Upcycle a frozen LLM with one LoRA expert per data cluster:\n"
       "partition the corpus, train each expert on its own, route every query to its nearest expert."};

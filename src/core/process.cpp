@@ -1,6 +1,7 @@
 #include "moin/core/process.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -170,6 +171,11 @@ int ChildProcess::wait() {
 
 void ChildProcess::kill(int signal) {
   if (pid_ > 0 && !poll()) ::kill(pid_, signal);
+}
+
+void reuse_freed_memory() {
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 std::string executable_dir() {
