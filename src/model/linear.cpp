@@ -17,38 +17,41 @@ namespace {
 
 // Without autograd, a group of rows that shares one adapter can fold it into a copy of W (r*in*out
 // multiply-adds once per call) instead of two thin matmuls per token (2*r*(in+out) each, which run well
-// below the machine's matmul speed at small r: counted twice here). Only when every group of the call
-// gains, so each row is computed once. Returns an undefined tensor when the call does not qualify.
+// below the machine's matmul speed at small r: counted twice here). Each group that gains is folded; the
+// rows of the others go through the base weight with the rest and get their two thin matmuls added (one
+// small group left a whole mixed batch on the slower per-row path before). Returns an undefined tensor when
+// the call does not qualify or no group gains.
 torch::Tensor forward_merged(const LinearImpl& lin, const torch::Tensor& x, const LoraRouting& lora) {
   namespace F = torch::nn::functional;
   if (torch::GradMode::is_enabled() || x.dim() != 3) return {};
   const std::int64_t B = x.size(0), T = x.size(1), in = lin.in_features, out = lin.out_features;
-  std::int64_t grouped_rows = 0;
-  for (const auto& g : lora.groups) {
+  std::vector<std::size_t> folded, thin;  // indices into lora.groups
+  for (std::size_t gi = 0; gi < lora.groups.size(); ++gi) {
+    const auto& g = lora.groups[gi];
     if (g.weight.defined()) return {};  // a mixture weights tokens, not rows
     if (!g.rows.defined() && lora.groups.size() > 1) return {};
     const AdapterSet::Entry* e = lora.set->entry(lin.lora_slot, g.adapter);
     if (e != nullptr && e->dropout > 0.0 && lin.is_training()) return {};
+    if (e == nullptr) continue;  // this projection has no adapter here: base rows
     const std::int64_t rows = g.rows.defined() ? g.rows.numel() : B;
-    if (2 * rows * T * (in + out) < in * out) return {};
-    grouped_rows += rows;
+    (2 * rows * T * (in + out) < in * out ? thin : folded).push_back(gi);
   }
+  if (folded.empty()) return {};
   auto merged = [&](const LoraRouting::Group& g) {
     const AdapterSet::Entry* e = lora.set->entry(lin.lora_slot, g.adapter);
-    if (e == nullptr) return lin.weight;
     return torch::addmm(lin.weight, e->B.to(lin.weight.scalar_type()), e->A.to(lin.weight.scalar_type()), 1.0,
                         e->scaling);
   };
   if (lora.groups.size() == 1 && !lora.groups.front().rows.defined())
     return F::linear(x, merged(lora.groups.front()), lin.bias);
-  std::vector<torch::Tensor> weights;
-  for (const auto& g : lora.groups) weights.push_back(merged(g));
+  std::vector<torch::Tensor> weights(lora.groups.size());
+  for (std::size_t gi : folded) weights[gi] = merged(lora.groups[gi]);
   auto y = torch::empty({B, T, out}, x.options());
   if (x.device().is_cpu()) {
     // Runs of consecutive rows on one weight (the evaluation sorts its jobs by adapter, so a group is
     // usually one run): each run is a matmul straight into its slice of y, with no gather or scatter.
     std::vector<int> row_group(static_cast<std::size_t>(B), -1);
-    for (std::size_t gi = 0; gi < lora.groups.size(); ++gi) {
+    for (std::size_t gi : folded) {
       const auto& rows = lora.groups[gi].rows;
       auto acc = rows.accessor<std::int64_t, 1>();
       for (std::int64_t j = 0; j < rows.numel(); ++j) row_group[static_cast<std::size_t>(acc[j])] = static_cast<int>(gi);
@@ -63,18 +66,23 @@ torch::Tensor forward_merged(const LinearImpl& lin, const torch::Tensor& x, cons
       if (lin.bias.defined()) dst.add_(lin.bias);
       b0 = b1;
     }
-    return y;
-  }
-  if (grouped_rows < B) {
-    // Rows on the bare base: those no group names.
+  } else {
+    // Rows on the base weight: those no folded group names.
     auto base_row = torch::ones({B}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
-    for (const auto& g : lora.groups) base_row.index_fill_(0, g.rows, false);
+    for (std::size_t gi : folded) base_row.index_fill_(0, lora.groups[gi].rows, false);
     auto rows = base_row.nonzero().view({-1});
-    y.index_copy_(0, rows, F::linear(x.index_select(0, rows), lin.weight, lin.bias));
+    if (rows.numel() > 0) y.index_copy_(0, rows, F::linear(x.index_select(0, rows), lin.weight, lin.bias));
+    for (std::size_t gi : folded) {
+      const auto& g = lora.groups[gi];
+      y.index_copy_(0, g.rows, F::linear(x.index_select(0, g.rows), weights[gi], lin.bias).to(y.scalar_type()));
+    }
   }
-  for (std::size_t gi = 0; gi < lora.groups.size(); ++gi) {
+  for (std::size_t gi : thin) {
     const auto& g = lora.groups[gi];
-    y.index_copy_(0, g.rows, F::linear(x.index_select(0, g.rows), weights[gi], lin.bias).to(y.scalar_type()));
+    const AdapterSet::Entry* e = lora.set->entry(lin.lora_slot, g.adapter);
+    auto h = x.index_select(0, g.rows);
+    auto d = F::linear(F::linear(h, e->A.to(h.scalar_type())), e->B.to(h.scalar_type())) * e->scaling;
+    y.index_add_(0, g.rows, d.to(y.scalar_type()));
   }
   return y;
 }

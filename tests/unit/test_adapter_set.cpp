@@ -108,6 +108,33 @@ TEST_P(AdapterSetPaths, MixedAdapterBatchEqualsEachRowAlone) {
             1e-2);
 }
 
+// Without autograd, a projection folds a row group's adapter into its weights only when the group has rows
+// enough (2 * rows * T * (in + out) >= in * out); the other groups' rows take the base weight plus their two
+// thin matmuls, in the same call. At T = 2 in this model a group of 3 rows folds everywhere and a group of 1
+// nowhere; a group of 2 folds in q/k/v/o and stays thin in the MLP.
+TEST_P(AdapterSetPaths, WithoutAutogradBigGroupsFoldAndSmallOnesStayThin) {
+  auto m = tiny_model();
+  auto adapters = make_adapters(m, GetParam());
+  moin::AdapterSet set(m->linears());
+  for (const auto& a : adapters) set.add(a);
+  torch::manual_seed(5);
+  auto tokens = torch::randint(0, 40, {6, 2}, torch::kLong);
+  for (const std::vector<int>& per_row : {std::vector<int>{0, 0, 0, 1, -1, 2}, std::vector<int>{0, 1, 2, -1, 0, 1},
+                                          std::vector<int>{2, 2, 2, 2, 1, 0}}) {
+    auto routing = moin::LoraRouting::rows(set, per_row, m->device());
+    torch::Tensor out;
+    {
+      torch::NoGradGuard g;
+      out = m->forward(tokens, nullptr, &routing);
+    }
+    for (std::int64_t b = 0; b < 6; ++b) {  // references with autograd on: never folded
+      const int a = per_row[static_cast<std::size_t>(b)];
+      auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
+      EXPECT_LT((out.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
+    }
+  }
+}
+
 TEST_P(AdapterSetPaths, MixedBatchWithACacheDecodesLikeEachRowAlone) {
   auto m = tiny_model();
   auto adapters = make_adapters(m, GetParam());
