@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "moin/core/process.h"
 #include "moin/model/checkpoint.h"
 #include "moin/model/llama.h"
 
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--iters")) iters = std::stoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--forward-only")) forward_only = std::stoi(argv[i + 1]) != 0;
   }
+  moin::reuse_freed_memory();  // as the moin CLI runs
   if (threads > 0) torch::set_num_threads(threads);
   const auto device = moin::parse_device(device_name);
   const auto dtype = moin::parse_dtype(dtype_name);

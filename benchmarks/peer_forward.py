@@ -3,15 +3,20 @@
 (init-model's 11.0M-parameter default: vocab 4096, hidden 384, 6 layers, 6 heads, 2 key/value heads, MLP
 1024, tied embeddings), float32 on the CPU, the same threads and batch x sequence shapes, each under its
 inference mode (torch.inference_mode / c10::InferenceMode), a warm-up pass then the mean of ITERS passes.
+Each of ROUNDS rounds runs moin then transformers; a shape's ratio is the median of the rounds' ratios (a
+shared machine's speed drifts by 10-20% within a minute, so one round's ratio is noise-bound). moin runs with
+the allocator settings its CLI uses (core/process.h reuse_freed_memory), transformers as Python runs it.
 
-  python benchmarks/peer_forward.py [--bin build/bin] [--threads 1] [--iters 5]
+  python benchmarks/peer_forward.py [--bin build/bin] [--threads 1] [--iters 5] [--rounds 3]
 
-Prints one line per shape and RESULT {...} with moin / transformers tokens/s and their ratio.
+Prints each round, one line per shape, and RESULT {...} with moin / transformers tokens/s (medians) and the
+median ratio.
 """
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -59,20 +64,29 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
-    ours = moin_tps(a.bin, a.threads, a.iters)
-    peer = transformers_tps(a.threads, a.iters)
-    print(f"forward tokens/s, float32, {a.threads} thread(s), mean of {a.iters} after a warm-up")
+    rounds = []
+    for r in range(a.rounds):
+        ours = moin_tps(a.bin, a.threads, a.iters)
+        peer = transformers_tps(a.threads, a.iters)
+        rounds.append((ours, peer))
+        print(f"round {r + 1}: " + ", ".join(f"{b}x{t} {ours[(b, t)] / peer[(b, t)]:.2f}"
+                                             for b, t in SHAPES if (b, t) in ours and (b, t) in peer), flush=True)
+    print(f"forward tokens/s, float32, {a.threads} thread(s), mean of {a.iters} after a warm-up, "
+          f"median over {a.rounds} rounds")
     print(f"{'batch x seq':>12} {'moin':>10} {'transformers':>13} {'ratio':>6}")
     rows = []
     for shape in SHAPES:
-        m, p = ours.get(shape), peer.get(shape)
-        if m is None or p is None:
+        if any(shape not in o or shape not in p for o, p in rounds):
             continue
-        print(f"{shape[0]:>5} x {shape[1]:<5} {m:>10.0f} {p:>13.0f} {m / p:>6.2f}")
-        rows.append({"batch": shape[0], "seq": shape[1], "moin": m, "transformers": p, "ratio": m / p})
-    print("RESULT " + json.dumps({"threads": a.threads, "iters": a.iters, "shapes": rows}))
+        m = statistics.median(o[shape] for o, _ in rounds)
+        p = statistics.median(p[shape] for _, p in rounds)
+        ratio = statistics.median(o[shape] / p[shape] for o, p in rounds)
+        print(f"{shape[0]:>5} x {shape[1]:<5} {m:>10.0f} {p:>13.0f} {ratio:>6.2f}")
+        rows.append({"batch": shape[0], "seq": shape[1], "moin": m, "transformers": p, "ratio": ratio})
+    print("RESULT " + json.dumps({"threads": a.threads, "iters": a.iters, "rounds": a.rounds, "shapes": rows}))
 
 
 if __name__ == "__main__":
