@@ -15,6 +15,12 @@ LinearImpl::LinearImpl(std::int64_t in, std::int64_t out, bool has_bias) : in_fe
 
 namespace {
 
+// An adapter's LoRA term on rows h: two thin matmuls, scaled.
+torch::Tensor thin_delta(const AdapterSet::Entry& e, const torch::Tensor& h) {
+  namespace F = torch::nn::functional;
+  return F::linear(F::linear(h, e.A.to(h.scalar_type())), e.B.to(h.scalar_type())) * e.scaling;
+}
+
 // Without autograd, a group of rows that shares one adapter can fold it into a copy of W (r*in*out
 // multiply-adds once per call) instead of two thin matmuls per token (2*r*(in+out) each, which run well
 // below the machine's matmul speed at small r: counted twice here). Each group that gains is folded; the
@@ -80,9 +86,7 @@ torch::Tensor forward_merged(const LinearImpl& lin, const torch::Tensor& x, cons
   for (std::size_t gi : thin) {
     const auto& g = lora.groups[gi];
     const AdapterSet::Entry* e = lora.set->entry(lin.lora_slot, g.adapter);
-    auto h = x.index_select(0, g.rows);
-    auto d = F::linear(F::linear(h, e->A.to(h.scalar_type())), e->B.to(h.scalar_type())) * e->scaling;
-    y.index_add_(0, g.rows, d.to(y.scalar_type()));
+    y.index_add_(0, g.rows, thin_delta(*e, x.index_select(0, g.rows)).to(y.scalar_type()));
   }
   return y;
 }
@@ -171,7 +175,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const LoraRouting* lor
     if (e == nullptr) continue;
     auto h = g.rows.defined() ? x.index_select(0, g.rows) : x;
     if (e->dropout > 0.0 && is_training()) h = F::dropout(h, F::DropoutFuncOptions().p(e->dropout).training(true));
-    auto d = F::linear(F::linear(h, e->A), e->B) * e->scaling;
+    auto d = thin_delta(*e, h);
     if (g.weight.defined()) d = d * g.weight.to(d.scalar_type());
     y = g.rows.defined() ? y.index_add(0, g.rows, d.to(y.scalar_type())) : y + d;
   }

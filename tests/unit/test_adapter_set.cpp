@@ -64,6 +64,17 @@ torch::Tensor logits_alone(moin::LlamaForCausalLM& m, const torch::Tensor& row, 
   return m->forward(row, nullptr, &all);
 }
 
+// Each row of `out` (a batch routed by per_row, -1: base) against that row run alone with its adapter.
+void expect_each_row_alone(moin::LlamaForCausalLM& m, const std::vector<moin::LoraAdapter>& adapters,
+                           const torch::Tensor& tokens, const std::vector<int>& per_row, const torch::Tensor& out,
+                           const char* what) {
+  for (std::int64_t b = 0; b < tokens.size(0); ++b) {
+    const int a = per_row[static_cast<std::size_t>(b)];
+    auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
+    EXPECT_LT((out.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << what << ", row " << b << " adapter " << a;
+  }
+}
+
 class AdapterSetPaths : public ::testing::TestWithParam<bool> {};
 
 TEST_P(AdapterSetPaths, MixedAdapterBatchEqualsEachRowAlone) {
@@ -84,12 +95,8 @@ TEST_P(AdapterSetPaths, MixedAdapterBatchEqualsEachRowAlone) {
       torch::NoGradGuard g;
       merged = m->forward(tokens, nullptr, &routing);
     }
-    for (std::int64_t b = 0; b < 6; ++b) {
-      const int a = per_row[static_cast<std::size_t>(b)];
-      auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
-      EXPECT_LT((mixed.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
-      EXPECT_LT((merged.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "merged, row " << b;
-    }
+    expect_each_row_alone(m, adapters, tokens, per_row, mixed, "autograd");
+    expect_each_row_alone(m, adapters, tokens, per_row, merged, "merged");
   }
   // One adapter on every row, merged, against the same references.
   {
@@ -127,11 +134,7 @@ TEST_P(AdapterSetPaths, WithoutAutogradBigGroupsFoldAndSmallOnesStayThin) {
       torch::NoGradGuard g;
       out = m->forward(tokens, nullptr, &routing);
     }
-    for (std::int64_t b = 0; b < 6; ++b) {  // references with autograd on: never folded
-      const int a = per_row[static_cast<std::size_t>(b)];
-      auto want = logits_alone(m, tokens.narrow(0, b, 1), a < 0 ? nullptr : &adapters[static_cast<std::size_t>(a)]);
-      EXPECT_LT((out.narrow(0, b, 1) - want).abs().max().item<double>(), 1e-5) << "row " << b << " adapter " << a;
-    }
+    expect_each_row_alone(m, adapters, tokens, per_row, out, "no autograd");
   }
 }
 
