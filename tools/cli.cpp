@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "moin/core/strings.h"
+
 #include <algorithm>
 #include <deque>
 #include <sstream>
@@ -28,6 +30,39 @@ void set_action(CLI::App* cmd, const Common& common, std::function<void()> actio
       action();
     };
   });
+}
+
+void check_flags(CLI::App& app, int argc, char** argv) {
+  CLI::App* cmd = &app;
+  std::string where = "moin";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") return;  // the rest are values
+    if (arg.rfind("--", 0) != 0) {
+      CLI::App* sub = nullptr;
+      for (CLI::App* c : cmd->get_subcommands(std::function<bool(CLI::App*)>{}))
+        if (c->get_name() == arg) sub = c;
+      if (sub) {
+        cmd = sub;
+        where += " " + arg;
+      }
+      continue;
+    }
+    const std::string name = arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
+    if (name == "help" || (cmd == &app && name == "version")) continue;
+    std::vector<std::string> known;
+    bool found = false;
+    for (const CLI::Option* opt : cmd->get_options()) {
+      for (const auto& l : opt->get_lnames()) {
+        known.push_back("--" + l);
+        found = found || l == name;
+      }
+    }
+    if (found) continue;
+    const std::string best = closest_match("--" + name, known);
+    throw UserError("unknown flag --" + name + " for `" + where + "`" +
+                    (best.empty() ? std::string() : " (did you mean " + best + "?)") + "; see `" + where + " --help`");
+  }
 }
 
 Flags& new_flags() {

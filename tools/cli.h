@@ -143,6 +143,11 @@ inline std::unique_ptr<fs::FolderLock> lock_report(const std::string& json, cons
                                           "." + file.filename().string() + ".lock");
 }
 
+// Before CLI11 parses: every "--name" in argv must be a flag of the command it follows, else UserError
+// naming it and the closest valid flag. (CLI11 would read an unknown flag's value as a positional: `moin
+// partition --clusterz 4` reported "step: 4 not in {...}".)
+void check_flags(CLI::App& app, int argc, char** argv);
+
 // Each command file registers itself here; main() calls them in order.
 void register_tokenizer(CLI::App& app);
 void register_config(CLI::App& app);

@@ -1,4 +1,5 @@
 // moin config: print the default configuration of a stage (a starting point for --config files).
+#include <functional>
 #include <iostream>
 
 #include "cli.h"
@@ -39,7 +40,23 @@ void register_config(CLI::App& app) {
   auto& common = add_common(cmd);
   static std::string stage;
   cmd->add_option("stage", stage, "stage name: " STAGES)->required();
-  set_action(cmd, common, [] { std::cout << default_config(stage).dump(2) << "\n"; });
+  set_action(cmd, common, [] {
+    // The fault_* keys exist for the fault tests; a starting-point config has no use for them.
+    std::function<void(json&)> drop_test_keys = [&](json& j) {
+      if (!j.is_object()) return;
+      for (auto it = j.begin(); it != j.end();) {
+        if (it.key().rfind("fault_", 0) == 0) {
+          it = j.erase(it);
+        } else {
+          drop_test_keys(it.value());
+          ++it;
+        }
+      }
+    };
+    json j = default_config(stage);
+    drop_test_keys(j);
+    std::cout << j.dump(2) << "\n";
+  });
 }
 
 }  // namespace moin::cli

@@ -44,13 +44,21 @@ void register_lora(CLI::App& app) {
     cmd->add_option("--output", output, "folder of the merged model (config.json + model.safetensors)")->required();
     cmd->add_option("--dtype", dtype, "dtype of the merged model: float32, bfloat16 or float16")->capture_default_str();
     set_action(cmd, common, [] {
-      require(std::filesystem::absolute(output) != std::filesystem::absolute(model),
-              "lora merge: --output must differ from --model (the base model stays as it is)");
+      require(!fs::is_within(output, model) && !fs::is_within(output, adapter_dir),
+              "lora merge: --output must lie outside --model and --adapter (the base model and the adapter stay as "
+              "they are)");
       auto base = load_llama(model, parse_dtype(dtype));
       auto linears = base->linears();
       auto adapter = LoraAdapter::load(adapter_dir, linears);
       adapter.merge(linears);
       save_llama(base, output);
+      // The merged model is a model folder like the base: its tokenizer comes along (as `convert` writes one),
+      // so generate and eval find it there.
+      for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+        const auto from = std::filesystem::path(model) / name;
+        if (std::filesystem::is_regular_file(from))
+          fs::write_atomic(std::filesystem::path(output) / name, fs::read_text(from));
+      }
       spdlog::info("wrote {}: {} merged into {}", output, adapter_dir, model);
     });
   }

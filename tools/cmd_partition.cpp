@@ -26,7 +26,8 @@ void register_partition(CLI::App& app) {
                                                             {"corpus.strict", "--strict"},
                                                             {"kmeans.k", "--clusters"},
                                                             {"embedder.type", "--embedder"},
-                                                            {"embedder.model_dir", "--model"}});
+                                                            {"embedder.model_dir", "--model"},
+                                                            {"embedder.encoder_dir", "--encoder"}});
   set_action(cmd, common, [&partition_flags, &common] {
     json flags = partition_flags.given();
     const std::string output = flags.value("output", std::string());
@@ -39,6 +40,7 @@ void register_partition(CLI::App& app) {
       defaults.corpus.strict = false;
     }
     auto opts = resolve<PartitionOptions>(common, flags, defaults);
+    check_partition_output(opts);
     // One writer per folder; the slices of a sharded assign run side by side, each owning its own slice.
     const bool one_slice = step == "assign" && opts.shard >= 0;
     fs::FolderLock lock = one_slice ? fs::FolderLock(PartitionLayout(opts.output).work_dir(),

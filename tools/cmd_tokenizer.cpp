@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "moin/core/json.h"
 #include "moin/data/tokenizer.h"
 #include "moin/data/tokenizer_corpus.h"
 
@@ -60,7 +61,7 @@ void register_tokenizer(CLI::App& app) {
           emit(line);
           continue;
         }
-        json j = json::parse(line, nullptr, false);
+        json j = parse_json_or_discard(line);
         if (j.is_discarded() || !j.is_object() || !j.contains(text_field) || !j[text_field].is_string())
           throw UserError("tokenizer encode: stdin line " + std::to_string(n) + " is not a JSON object with a string \"" +
                           text_field + "\"");
@@ -88,7 +89,7 @@ void register_tokenizer(CLI::App& app) {
       while (std::getline(std::cin, line)) {
         std::vector<int> ids;
         if (jsonl) {
-          json j = json::parse(line, nullptr, false);
+          json j = parse_json_or_discard(line);
           if (j.is_discarded() || !j.is_array()) throw UserError("tokenizer decode: a stdin line is not a JSON id list");
           for (const auto& v : j) {
             if (!v.is_number_integer()) throw UserError("tokenizer decode: a stdin line is not a JSON id list");
@@ -97,9 +98,25 @@ void register_tokenizer(CLI::App& app) {
           std::cout << json(tok.decode(ids, skip_special)).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
           continue;
         }
-        std::istringstream ss(line);
-        long long id;
-        while (ss >> id) ids.push_back(check(id));
+        // Ids separated by spaces or commas; a JSON list's brackets are allowed too. Anything else is an error,
+        // not an empty line.
+        std::string words = line;
+        for (char& c : words)
+          if (c == ',' || c == '[' || c == ']') c = ' ';
+        std::istringstream ss(words);
+        std::string word;
+        while (ss >> word) {
+          std::size_t used = 0;
+          long long id = 0;
+          try {
+            id = std::stoll(word, &used);
+          } catch (const std::exception&) {
+            used = 0;
+          }
+          if (used != word.size())
+            throw UserError("tokenizer decode: \"" + word + "\" is not a token id (give integers separated by spaces)");
+          ids.push_back(check(id));
+        }
         std::cout << tok.decode(ids, skip_special) << "\n";
       }
     });

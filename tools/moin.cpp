@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
   moin::cli::register_inspect(app);
 
   try {
+    moin::cli::check_flags(app, argc, argv);
+  } catch (const moin::UserError& e) {
+    std::fprintf(stderr, "moin: error: %s\n", e.what());
+    return 2;
+  }
+  try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version

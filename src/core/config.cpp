@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "moin/core/json.h"
 #include "moin/core/strings.h"
 
 namespace moin::config {
@@ -34,11 +35,7 @@ json read_file(const std::string& path) {
   if (!in) throw UserError("config: cannot open " + path);
   std::stringstream ss;
   ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    throw UserError("config: " + path + " is not valid JSON: " + e.what());
-  }
+  return parse_json(ss.str(), "config: " + path);
 }
 
 void merge(json& base, const json& patch) {
@@ -71,11 +68,10 @@ void apply_override(json& cfg, const std::string& assignment, const json& defaul
   if (def && def->is_string()) {
     value = text;
   } else {
-    try {
-      value = json::parse(text);
-    } catch (const json::parse_error&) {
-      value = text;  // a bare word: let the type check report it against the field's type
-    }
+    if (json_depth(text) > kMaxJsonDepth)
+      throw UserError("--set " + key + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    value = json::parse(text, nullptr, false);
+    if (value.is_discarded()) value = text;  // a bare word: let the type check report it against the field's type
   }
   json* node = &cfg;
   std::string walked;

@@ -1,4 +1,5 @@
 #include "moin/core/fs.h"
+#include "moin/core/json.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -206,12 +207,7 @@ std::string read_text(const stdfs::path& path) {
 }
 
 nlohmann::json read_json(const stdfs::path& path) {
-  std::string text = read_text(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw UserError(path.string() + " is not valid JSON: " + e.what());
-  }
+  return parse_json(read_text(path), path.string());
 }
 
 void require_writable(const stdfs::path& dir, const std::string& what) {
@@ -220,6 +216,27 @@ void require_writable(const stdfs::path& dir, const std::string& what) {
   if (fd < 0) throw UserError(what + ": cannot write in " + dir.string() + ": " + std::strerror(errno));
   ::close(fd);
   ::unlink(probe.c_str());
+}
+
+bool is_within(const stdfs::path& path, const stdfs::path& dir) {
+  std::error_code ec;
+  const auto p = stdfs::weakly_canonical(stdfs::absolute(path), ec);
+  const auto d = stdfs::weakly_canonical(stdfs::absolute(dir), ec);
+  if (ec) return false;
+  auto pi = p.begin();
+  for (auto di = d.begin(); di != d.end(); ++di, ++pi) {
+    if (di->empty()) continue;  // a trailing separator
+    if (pi == p.end() || *pi != *di) return false;
+  }
+  return true;
+}
+
+void require_output_outside(const stdfs::path& output, const stdfs::path& input, const std::string& what,
+                            const std::string& input_what) {
+  if (output.empty() || input.empty()) return;
+  if (is_within(output, input))
+    throw UserError(what + ": the output folder " + output.string() + " is the " + input_what + " " + input.string() +
+                    " or inside it: it would write among its files; choose another --output");
 }
 
 void ensure_dir(const stdfs::path& dir) {

@@ -80,7 +80,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, bool capture_out
         continue;
       }
       // Shown and logged as it comes; a failed log write (full disk) must not stop the child's output.
-      [[maybe_unused]] auto a = ::write(STDOUT_FILENO, buf, static_cast<std::size_t>(n));
+      [[maybe_unused]] auto a = ::write(STDERR_FILENO, buf, static_cast<std::size_t>(n));
       [[maybe_unused]] auto b = ::write(tee_fd, buf, static_cast<std::size_t>(n));
     }
     ::close(pipefd[0]);

@@ -1,4 +1,5 @@
 #include "moin/data/corpus.h"
+#include "moin/core/json.h"
 
 #include <glob.h>
 #include <zlib.h>
@@ -518,12 +519,14 @@ bool CorpusReader::next(Document& doc) {
     const std::string where = where_line(line_no);
     repair(line, line_no);
     json j;
+    if (json_depth(line) > kMaxJsonDepth) {
+      issue(IssueKind::malformed_json, where, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return;
+    }
     try {
       j = json::parse(line);
     } catch (const json::parse_error& e) {
-      std::string msg = e.what();
-      auto at = msg.find("parse error");
-      issue(IssueKind::malformed_json, where, at == std::string::npos ? msg : msg.substr(at));
+      issue(IssueKind::malformed_json, where, json_error_text(e));
       return;
     }
     if (!j.is_object()) {

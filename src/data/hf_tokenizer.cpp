@@ -23,6 +23,7 @@
 
 #include "data/bpe_text.h"
 #include "moin/core/error.h"
+#include "moin/core/json.h"
 #include "moin/data/tokenizer.h"
 
 namespace moin {
@@ -293,11 +294,8 @@ HfBpeTokenizer::HfBpeTokenizer(const std::string& path) : path_(path) {
   {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw UserError("tokenizer: cannot read " + path);
-    try {
-      root = json::parse(in);
-    } catch (const json::exception& e) {
-      throw UserError("tokenizer: " + path + " is not valid JSON: " + e.what());
-    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    root = parse_json(text, "tokenizer: " + path);
   }
   if (!root.is_object()) refuse(path_, "not a JSON object");
   if (!root.contains("model") || !root["model"].is_object()) refuse(path_, "no \"model\" section");
@@ -539,7 +537,7 @@ void HfBpeTokenizer::find_special_ids(const json& root) {
   auto config_path = std::filesystem::path(path_).parent_path() / "tokenizer_config.json";
   if (std::filesystem::is_regular_file(config_path)) {
     std::ifstream in(config_path);
-    config = json::parse(in, nullptr, false);
+    config = parse_json_or_discard(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
     if (config.is_discarded()) config = json();
   }
   auto from_config = [&](const char* key, int* out) {

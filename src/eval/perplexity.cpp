@@ -17,6 +17,7 @@
 #include "moin/core/reservoir.h"
 #include "moin/data/corpus.h"
 #include "moin/data/tokenizer.h"
+#include "moin/train/experts_layout.h"
 
 namespace moin {
 
@@ -182,16 +183,21 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
   std::vector<std::string> status = expert_status;
   if (status.empty()) status.assign(static_cast<std::size_t>(K), "ok");
   require(static_cast<int>(status.size()) == K, "eval ppl: one expert status per cluster expected");
-  std::vector<int> experts;  // the clusters that have an expert
-  for (int e = 0; e < K; ++e)
+  std::vector<int> experts;    // the clusters that have an expert: the oracle's choices
+  std::vector<int> candidates;  // every cluster but the left-out ones (too-small ones score with the base)
+  for (int e = 0; e < K; ++e) {
     if (status[static_cast<std::size_t>(e)] == "ok") experts.push_back(e);
+    if (!expert_left_out(status[static_cast<std::size_t>(e)])) candidates.push_back(e);
+  }
   require(!experts.empty(), "eval ppl: none of the " + std::to_string(K) + " clusters has an expert");
   auto has_expert = [&](int e) { return status[static_cast<std::size_t>(e)] == "ok"; };
 
+  // The random system draws from the clusters the router chooses among, and a cluster without an expert
+  // gives the base, as it does for MoIN.
   std::mt19937_64 rng(opts.seed);
   for (auto& d : docs) {
     require(d.routed >= 0 && d.routed < K, "a document was routed to a nonexistent expert");
-    d.random = experts[static_cast<std::size_t>(rng() % static_cast<std::uint64_t>(experts.size()))];
+    d.random = candidates[static_cast<std::size_t>(rng() % static_cast<std::uint64_t>(candidates.size()))];
     d.oracle = -1;
   }
   // The oracle's documents: all, or a fixed uniform sample (its own generator, so the sample does not
@@ -231,7 +237,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
     sc.need(-1);
     if (!mix.empty() && mix[i].size() == 1) sc.need(mix[i].front().first);
     if (has_expert(docs[i].routed)) sc.need(docs[i].routed);
-    if (opts.random) sc.need(docs[i].random);
+    if (opts.random && has_expert(docs[i].random)) sc.need(docs[i].random);
     if (dense_adapter >= 0) sc.need(dense_adapter);
     if (in_oracle[i])
       for (int e : experts) sc.need(e);
@@ -250,7 +256,12 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
 
   const std::int64_t whole_model_passes =
       static_cast<std::int64_t>(n) * ((cpt ? 1 : 0) + static_cast<std::int64_t>(whole.size()));
-  Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size() + token_jobs.size()) + whole_model_passes, "docs");
+  // Counted in scoring passes (one document under one system's model or adapter), not documents: each
+  // document is scored by several systems.
+  Progress progress("eval ppl", static_cast<std::int64_t>(jobs.size() + token_jobs.size()) + whole_model_passes,
+                    "passes");
+  spdlog::info("eval ppl: {} documents, {} scoring passes (a document under one model or adapter)", n,
+               static_cast<std::int64_t>(jobs.size() + token_jobs.size()) + whole_model_passes);
   struct Pass {
     std::int64_t tokens = 0;
     double seconds = 0.0;
@@ -403,7 +414,7 @@ PplReport evaluate_perplexity(std::vector<EvalDoc>& docs, Scorer& base, int K, i
       add(s_moin, d, nb);
       add(r.routed_without_expert, d, nb);
     }
-    if (opts.random) add(s_random, d, sc.at(d.random));
+    if (opts.random) add(s_random, d, has_expert(d.random) ? sc.at(d.random) : nb);
     if (opts.cbtm) add(s_cbtm, d, nll_cbtm[i]);
     for (std::size_t w = 0; w < whole.size(); ++w) add(s_whole[w], d, nll_whole[w][i]);
     r.index.push_back(d.index);
@@ -466,6 +477,16 @@ nlohmann::json PplReport::to_json() const {
   for (std::size_t e = 0; e < expert_status.size(); ++e)
     if (expert_status[e] != "ok") missing[std::to_string(e)] = expert_status[e];
   j["clusters_without_expert"] = missing;
+  nlohmann::json too_small = nlohmann::json::array(), left_out = nlohmann::json::array();
+  std::int64_t trained = 0;
+  for (std::size_t e = 0; e < expert_status.size(); ++e) {
+    trained += expert_status[e] == "ok";
+    if (expert_status[e] == "too_small") too_small.push_back(e);
+    if (expert_left_out(expert_status[e])) left_out.push_back(e);
+  }
+  // What every system chose among: the trained experts, the too-small clusters (the base), and the clusters
+  // left out of every system (their experts are missing or unfinished).
+  j["experts"] = {{"clusters", num_experts}, {"trained", trained}, {"too_small", too_small}, {"left_out", left_out}};
   j["routed_without_expert"] = cell_json(routed_without_expert);
   if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
   if (!throughput.is_null()) j["throughput"] = throughput;
@@ -476,8 +497,25 @@ nlohmann::json PplReport::to_json() const {
 std::string PplReport::markdown() const {
   std::ostringstream o;
   const PplSystem* b = find("base");
+  std::vector<std::size_t> too_small, left_out;
+  std::size_t trained = 0;
+  for (std::size_t e = 0; e < expert_status.size(); ++e) {
+    trained += expert_status[e] == "ok";
+    if (expert_status[e] == "too_small") too_small.push_back(e);
+    if (expert_left_out(expert_status[e])) left_out.push_back(e);
+  }
+  if (expert_status.empty()) trained = static_cast<std::size_t>(num_experts);
+  auto ids = [](const std::vector<std::size_t>& v) {
+    std::string s;
+    for (std::size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return v.size() > 20 ? s + ", ..." : s;
+  };
   o << "Held-out perplexity (" << docs << " documents, the router reads the first " << prefix_tokens
-    << " tokens, perplexity on the rest; " << num_experts << " experts; token-weighted)\n\n";
+    << " tokens, perplexity on the rest; " << num_experts << " clusters: " << trained << " experts";
+  if (!too_small.empty()) o << ", " << too_small.size() << " too small for one (scored with the base)";
+  if (!left_out.empty())
+    o << ", " << left_out.size() << " missing (clusters " << ids(left_out) << ": left out of every system)";
+  o << "; token-weighted)\n\n";
   o << "| system | tokens | NLL/token | perplexity | vs base |\n| --- | ---: | ---: | ---: | ---: |\n";
   for (const auto& s : systems) {
     // A system scored on a sample (the oracle) is compared with the base on the same documents.
@@ -487,14 +525,11 @@ std::string PplReport::markdown() const {
       << fmt(s.overall.ppl()) << " | " << (s.name == "base" ? std::string("") : (rel >= 0 ? "+" : "") + fmt(rel, 1) + "%")
       << " |\n";
   }
-  if (routed_without_expert.docs > 0) {
-    std::int64_t clusters = 0;
-    for (const auto& st : expert_status) clusters += st != "ok";
+  if (routed_without_expert.docs > 0)
     o << "\n" << routed_without_expert.docs << " documents (" << routed_without_expert.tokens
-      << " tokens) were routed to clusters without an expert (" << clusters
-      << " of " << num_experts << " clusters: too small to train, or unfinished); MoIN scores them with the base "
-      << "model (perplexity " << fmt(routed_without_expert.ppl()) << ").\n";
-  }
+      << " tokens) were routed to clusters too small for an expert (" << too_small.size() << " of " << num_experts
+      << " clusters); MoIN scores them with the base model (perplexity " << fmt(routed_without_expert.ppl())
+      << "), as the random system does for its draws of those clusters.\n";
   // key_of(system, key) -> the cell, or null where the system has none (the oracle's sample).
   auto table = [&](const char* what, auto key_of, const auto& keys, auto row_name) {
     o << "\nPerplexity per " << what << "\n\n| " << what << " | docs | tokens |";

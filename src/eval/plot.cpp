@@ -33,6 +33,10 @@ namespace {
 std::string quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
+    if (c == '\n') {  // a line break inside a label: gnuplot's escape in a double-quoted string
+      out += "\\n";
+      continue;
+    }
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }
@@ -64,17 +68,54 @@ std::string header(const std::string& png, const std::string& title) {
 
 }  // namespace
 
+std::string wrap_label(const std::string& label, std::size_t width) {
+  std::istringstream words(label);
+  std::string word, line, out;
+  while (words >> word) {
+    if (!line.empty() && line.size() + 1 + word.size() > width) {
+      out += (out.empty() ? "" : "\n") + line;
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+  }
+  if (!line.empty()) out += (out.empty() ? "" : "\n") + line;
+  return out;
+}
+
 bool plot_bars(const std::string& png, const std::string& title, const std::string& ylabel,
-               const std::vector<std::pair<std::string, double>>& bars) {
+               const std::vector<std::pair<std::string, double>>& bars, const BarStyle& style) {
   std::string data = stdfs::path(png).replace_extension(".dat").string();
   std::ostringstream d;
-  for (const auto& [name, v] : bars) d << quote(name) << " " << v << "\n";
+  std::size_t lines = 1;
+  double lo = 0.0, hi = 0.0;
+  std::string tics;
+  for (std::size_t i = 0; i < bars.size(); ++i) {
+    const auto& [name, v] = bars[i];
+    const std::string wrapped = wrap_label(name);
+    lines = std::max<std::size_t>(lines, 1 + static_cast<std::size_t>(std::count(wrapped.begin(), wrapped.end(), '\n')));
+    d << i << " " << v << "\n";
+    tics += (i ? ", " : "") + quote(wrapped) + " " + std::to_string(i);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
   fs::write_atomic(data, d.str());
   std::ostringstream s;
+  // Room below for the wrapped labels, above for the values: nothing runs off the edge or into the title.
   s << header(png, title) << "set ylabel " << quote(ylabel) << "\nset style fill solid 0.7 border -1\n"
-    << "set boxwidth 0.6\nset xtics rotate by -30\nset yrange [0:*]\nunset key\n"
-    << "plot " << quote(data) << " using 0:2:xtic(1) with boxes lc rgb '#4477aa', '' using 0:2:(sprintf('%.2f', $2)) "
-    << "with labels offset 0,1 notitle\n";
+    << "set boxwidth 0.6\nset bmargin " << 2 + lines << "\nset tmargin 4\nunset key\n"
+    << "set xtics (" << tics << ")\nset xrange [-0.6:" << static_cast<double>(bars.size()) - 0.4 << "]\n";
+  if (style.from_zero) {
+    s << "set yrange [0:" << (hi > 0 ? hi * 1.12 : 1.0) << "]\n";
+  } else {
+    const double span = std::max({hi - lo, style.min_span, 1e-9}), mid = 0.5 * (hi + lo);
+    s << "set yrange [" << std::min(lo, mid - 0.5 * span) - 0.15 * span << ":" << std::max(hi, mid + 0.5 * span) + 0.15 * span
+      << "]\n"
+      << "set xzeroaxis lt -1 lw 1\n";
+  }
+  const std::string fmt = "%." + std::to_string(style.decimals) + "f" + (style.suffix == "%" ? "%%" : style.suffix);
+  const double off = 0.04 * std::max({hi - lo, style.min_span, 1e-9});  // the value just above a bar (below a negative one)
+  s << "plot " << quote(data) << " using 1:2 with boxes lc rgb '#4477aa', '' using 1:($2 < 0 ? $2 - " << off
+    << " : $2 + " << off << "):(sprintf(" << quote(fmt) << ", $2)) with labels notitle\n";
   return run_script(png, s.str());
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "moin/core/format.h"
+#include "moin/core/hash.h"
 #include "moin/core/fs.h"
 #include "moin/data/corpus.h"
 #include "moin/data/tokenizer.h"
@@ -19,12 +20,38 @@
 #include "moin/model/mixture.h"
 #include "moin/model/peer.h"
 #include "moin/model/checkpoint.h"
+#include "moin/partition/layout.h"
 #include "moin/route/routed_model.h"
 #include "moin/route/router.h"
 
 namespace moin {
 
 namespace stdfs = std::filesystem;
+
+namespace {
+
+// Perplexities on another tokenizer's ids would be numbers about nothing: the tokenizer eval reads with must
+// be the one the partition was tokenised with (its manifest's sha256) and, when the base folder holds a
+// tokenizer file, that one too. The trainer refuses the same mismatch.
+void check_same_tokenizer(const std::string& tok_path, const PplOptions& opts) {
+  if (tok_path.empty() || !stdfs::is_regular_file(tok_path)) return;
+  const std::string sha = sha256_file(tok_path);
+  const nlohmann::json manifest = PartitionLayout(opts.partition).read_manifest();
+  std::string partition_sha;
+  if (manifest.contains("tokenizer") && manifest["tokenizer"].is_object())
+    partition_sha = manifest["tokenizer"].value("sha256", std::string());
+  require(partition_sha.empty() || partition_sha == sha,
+          "eval ppl: the tokenizer " + tok_path + " (sha256 " + sha.substr(0, 12) + "...) is not the one the partition " +
+              opts.partition + " was tokenised with (sha256 " + partition_sha.substr(0, 12) +
+              "...): give that one with --tokenizer, or leave --tokenizer out to use the partition's");
+  const std::string base_tok = Tokenizer::find_in_model_dir(opts.base);
+  if (base_tok.empty()) return;
+  const std::string base_sha = sha256_file(base_tok);
+  require(base_sha == sha, "eval ppl: the tokenizer " + tok_path + " (sha256 " + sha.substr(0, 12) +
+                               "...) is not the base model's " + base_tok + " (sha256 " + base_sha.substr(0, 12) + "...)");
+}
+
+}  // namespace
 
 PplReport run_eval_ppl(const PplOptions& opts) {
   require(!opts.data.empty(), "eval ppl: no --data");
@@ -37,6 +64,7 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   require(router.tokenizer() != nullptr,
           "eval ppl: no tokenizer (give --tokenizer, or a partition whose manifest names one)");
   const Tokenizer& tok = *router.tokenizer();
+  check_same_tokenizer(opts.tokenizer.empty() ? PartitionLayout(opts.partition).tokenizer() : opts.tokenizer, opts);
   const int K = router.num_experts();
   // Up front (config.json only): an id past the model's vocabulary would fail deep inside the embedding.
   const std::pair<std::string, const char*> models[] = {{opts.base, "base model"},
@@ -58,44 +86,57 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   spdlog::info("eval ppl: {} documents ({} too short for a {}-token prefix + {} scored tokens), {} experts",
                docs.size(), skipped, opts.prefix_tokens, opts.min_eval_tokens, K);
 
-  // The router sees only each document's prefix text. c-BTM takes its nearest experts with their squared
-  // L2 distances (spherical k-means ranks by 1 - <x, c> with unit vectors: d^2 = 2 (1 - <x, c>)).
-  std::vector<std::string> prefixes;
-  for (const auto& d : docs) prefixes.push_back(d.prefix_text);
-  auto routes = router.route(prefixes, opts.cbtm ? std::min(opts.cbtm_top_k, K) : 1);
-  for (std::size_t i = 0; i < docs.size(); ++i) {
-    docs[i].routed = routes[i].expert();
-    docs[i].nearest = routes[i].experts;
-    for (float dist : routes[i].distances) docs[i].nearest_d2.push_back(router.spherical() ? 2.0f * dist : dist);
-  }
-
   auto dtype = parse_dtype(opts.dtype);
   auto device = parse_device(opts.device);
-  // Clusters without an expert route to the base; a missing or unfinished one is a failed job, reported.
+  // A cluster too small for an expert is part of the design: its documents go to the base, for every system.
+  // A missing or unfinished expert is a failed job: its cluster is left out of every system alike (the
+  // router, random and c-BTM choose among the other clusters, the oracle among the trained experts), so
+  // no system is compared on a different set of experts.
   std::vector<std::string> dirs, status;
   std::map<std::string, std::vector<int>> without;
+  std::vector<char> left_out(static_cast<std::size_t>(K), 0);
   for (const auto& f : find_experts(opts.experts, K)) {
     dirs.push_back(f.dir);
     status.push_back(f.status);
     if (!f.ok()) without[f.status].push_back(static_cast<int>(dirs.size()) - 1);
+    if (expert_left_out(f.status)) left_out[dirs.size() - 1] = 1;
   }
   auto listed = [](const std::vector<int>& v) {
     std::string s;
     for (std::size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
     return v.size() > 20 ? s + ", ... (" + std::to_string(v.size()) + " in all)" : s;
   };
-  for (const char* failed : {"unfinished", "missing"}) {
-    auto it = without.find(failed);
-    if (it == without.end()) continue;
-    const std::string msg = std::to_string(it->second.size()) + " experts are " + failed + " in " + opts.experts +
-                            " (clusters " + listed(it->second) + ")";
-    require(!opts.require_all_experts, "eval ppl: " + msg + "; without --require-all-experts their documents "
-                                       "would be scored with the base model");
-    spdlog::warn("eval ppl: {}: their documents are scored with the base model", msg);
+  for (const auto& [why, clusters] : without) {
+    if (!expert_left_out(why)) continue;
+    const std::string msg = std::to_string(clusters.size()) + " experts are " + why + " in " + opts.experts +
+                            " (clusters " + listed(clusters) + ")";
+    require(!opts.require_all_experts, "eval ppl: " + msg + "; without --require-all-experts their clusters "
+                                       "would be left out of every system");
+    spdlog::warn("eval ppl: {}: their clusters are left out of every system (routing, random, c-BTM, oracle)", msg);
   }
   if (without.count("too_small"))
-    spdlog::info("eval ppl: {} clusters have no expert (too few training tokens): their documents are scored with "
-                 "the base model", without["too_small"].size());
+    spdlog::info("eval ppl: {} clusters have no expert (too few training tokens): every system scores their documents "
+                 "with the base model", without["too_small"].size());
+  const int n_left_out = static_cast<int>(std::count(left_out.begin(), left_out.end(), 1));
+  require(n_left_out < K, "eval ppl: none of the " + std::to_string(K) + " experts in " + opts.experts + " is trained");
+
+  // The router sees only each document's prefix text. c-BTM takes its nearest experts with their squared
+  // L2 distances (spherical k-means ranks by 1 - <x, c> with unit vectors: d^2 = 2 (1 - <x, c>)). The
+  // clusters left out are dropped from each ranking, so the nearest of the others comes first.
+  std::vector<std::string> prefixes;
+  for (const auto& d : docs) prefixes.push_back(d.prefix_text);
+  const int want = opts.cbtm ? std::min(opts.cbtm_top_k, K - n_left_out) : 1;
+  auto routes = router.route(prefixes, std::min(K, want + n_left_out));
+  for (std::size_t i = 0; i < docs.size(); ++i) {
+    for (std::size_t j = 0; j < routes[i].experts.size() && static_cast<int>(docs[i].nearest.size()) < want; ++j) {
+      const int e = routes[i].experts[j];
+      if (left_out[static_cast<std::size_t>(e)]) continue;
+      docs[i].nearest.push_back(e);
+      const float dist = routes[i].distances[j];
+      docs[i].nearest_d2.push_back(router.spherical() ? 2.0f * dist : dist);
+    }
+    docs[i].routed = docs[i].nearest.front();
+  }
   int dense_index = -1;
   if (!opts.dense.empty()) {
     require(stdfs::exists(stdfs::path(opts.dense) / "adapter_config.json"),
@@ -175,9 +216,40 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   if (opts.plots && !(opts.json.empty() && opts.markdown.empty())) {
     std::string dir = stdfs::path(!opts.json.empty() ? opts.json : opts.markdown).parent_path().string();
     if (dir.empty()) dir = ".";
-    std::vector<std::pair<std::string, double>> bars;
-    for (const auto& s : r.systems) bars.emplace_back(s.name, s.overall.ppl());
+    std::vector<std::pair<std::string, double>> bars, change;
+    const PplSystem* base_row = r.find("base");
+    for (const auto& s : r.systems) {
+      bars.emplace_back(s.name, s.overall.ppl());
+      // Against the base on the same documents (the oracle's sample has its own base figure).
+      const PplCell& ref = s.base_same_docs.docs > 0 ? s.base_same_docs : base_row->overall;
+      if (s.key != "base") change.emplace_back(s.name, 100.0 * (s.overall.ppl() / ref.ppl() - 1.0));
+    }
     plot_bars((stdfs::path(dir) / "perplexity.png").string(), "Held-out perplexity per system", "perplexity", bars);
+    // Bars of 56 to 60 from 0 look equal: the change against the base shows the differences that matter.
+    BarStyle rel;
+    rel.from_zero = false;
+    rel.decimals = 1;
+    rel.suffix = "%";
+    rel.min_span = 2.0;  // percent: a change of 0.01% is not drawn as a tall bar
+    plot_bars((stdfs::path(dir) / "perplexity_change.png").string(),
+              "Held-out perplexity: change against the base (lower is better)", "change in perplexity (%)", change, rel);
+    // Per cluster: one line per system, the change against the base on that cluster's documents.
+    std::vector<double> xs;
+    for (const auto& [k, c] : base_row->per_cluster) xs.push_back(k);
+    std::vector<std::pair<std::string, std::vector<double>>> series;
+    for (const auto& s : r.systems) {
+      if (s.key == "base" || s.key == "oracle") continue;  // the oracle's sample leaves clusters without documents
+      std::vector<double> y;
+      for (const auto& [k, c] : base_row->per_cluster) {
+        auto it = s.per_cluster.find(k);
+        y.push_back(it == s.per_cluster.end() ? 0.0 : 100.0 * (it->second.ppl() / c.ppl() - 1.0));
+      }
+      series.emplace_back(s.name, y);
+    }
+    if (xs.size() > 1 && !series.empty())
+      plot_lines((stdfs::path(dir) / "perplexity_change_per_cluster.png").string(),
+                 "Change in perplexity against the base, per routed cluster", "cluster", "change in perplexity (%)", xs,
+                 series);
   }
   return r;
 }

@@ -1,6 +1,7 @@
 // `moin eval routing`: reads the data, loads the partition's router, evaluates, writes reports and plots.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "moin/core/fs.h"
@@ -43,17 +44,35 @@ RoutingReport run_eval_routing(const RoutingEvalOptions& opts) {
         full_texts.push_back(texts[static_cast<std::size_t>(index[i])]);
       }
     require(!keep.empty(), opts.ppl_json + " holds no oracle experts (run eval ppl with oracle on, on the same data)");
-    auto full = router.route(full_texts, 1, opts.batch_size);
+    // The clusters eval ppl left out (their experts missing) are left out here too; the oracle chose among
+    // the trained experts, so chance is one in their number.
+    const int K = router.num_experts();
+    std::vector<char> left_out(static_cast<std::size_t>(K), 0);
+    int trained = K;
+    if (pj.contains("experts") && pj["experts"].is_object()) {
+      for (const auto& e : pj["experts"].value("left_out", nlohmann::json::array()))
+        if (e.is_number_integer() && e.get<int>() >= 0 && e.get<int>() < K) left_out[e.get<std::size_t>()] = 1;
+      trained = pj["experts"].value("trained", K);
+    }
+    const int n_left_out = static_cast<int>(std::count(left_out.begin(), left_out.end(), 1));
+    auto full = router.route(full_texts, std::min(K, 1 + n_left_out), opts.batch_size);
     std::int64_t same_prefix = 0, same_full = 0;
     for (std::size_t j = 0; j < keep.size(); ++j) {
+      int nearest = -1;
+      for (int e : full[j].experts)
+        if (!left_out[static_cast<std::size_t>(e)]) {
+          nearest = e;
+          break;
+        }
       same_prefix += routed[keep[j]] == oracle[keep[j]];
-      same_full += full[j].expert() == oracle[keep[j]];
+      same_full += nearest == oracle[keep[j]];
     }
     r.oracle_docs = static_cast<std::int64_t>(keep.size());
     r.oracle_prefix_tokens = pj.value("prefix_tokens", 0);
     r.oracle_agreement_prefix = static_cast<double>(same_prefix) / static_cast<double>(keep.size());
     r.oracle_agreement_full = static_cast<double>(same_full) / static_cast<double>(keep.size());
-    r.oracle_chance = 1.0 / router.num_experts();
+    r.oracle_chance = 1.0 / std::max(1, trained);
+    r.oracle_choices = trained;
   }
 
   if (!opts.json.empty()) fs::write_json_atomic(opts.json, r.to_json());
@@ -70,7 +89,10 @@ RoutingReport run_eval_routing(const RoutingEvalOptions& opts) {
     std::vector<std::pair<std::string, double>> bars;
     for (std::size_t i = 0; i < r.cluster_sizes.size(); ++i)
       bars.emplace_back(std::to_string(i), static_cast<double>(r.cluster_sizes[i]));
-    plot_bars((stdfs::path(dir) / "cluster_sizes.png").string(), "Documents per expert (routed)", "documents", bars);
+    BarStyle counts;
+    counts.decimals = 0;
+    plot_bars((stdfs::path(dir) / "cluster_sizes.png").string(), "Documents per expert (routed)", "documents", bars,
+              counts);
   }
   return r;
 }

@@ -97,7 +97,7 @@ nlohmann::json RoutingReport::to_json() const {
   if (oracle_agreement_full >= 0)
     j["oracle"] = {{"docs", oracle_docs}, {"prefix_tokens", oracle_prefix_tokens},
                    {"agreement_prefix", oracle_agreement_prefix}, {"agreement_full", oracle_agreement_full},
-                   {"chance", oracle_chance}};
+                   {"chance", oracle_chance}, {"choices", oracle_choices}};
   j["throughput_queries_per_s"] = queries_per_s;
   j["latency_ms"] = {{"p50", latency_ms_p50}, {"p90", latency_ms_p90}, {"p99", latency_ms_p99}, {"max", latency_ms_max}};
   return j;
@@ -116,7 +116,8 @@ std::string RoutingReport::markdown() const {
       << oracle_docs << " docs) | " << fmt(100.0 * oracle_agreement_prefix, 1) << "% |\n";
     o << "| agreement with the oracle expert, router on full documents | " << fmt(100.0 * oracle_agreement_full, 1)
       << "% |\n";
-    o << "| agreement with the oracle expert by chance (1/K) | " << fmt(100.0 * oracle_chance, 1) << "% |\n";
+    o << "| agreement with the oracle expert by chance (1 in the " << oracle_choices
+      << " trained experts it chose among) | " << fmt(100.0 * oracle_chance, 1) << "% |\n";
   }
   o << "| throughput, batched full documents | " << fmt(queries_per_s, 0) << " queries/s |\n";
   o << "| latency of one query p50 / p90 / p99 / max | " << fmt(latency_ms_p50, 2) << " / " << fmt(latency_ms_p90, 2)

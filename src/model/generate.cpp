@@ -20,7 +20,9 @@ void GenerateOptions::validate() const {
 }
 
 std::int64_t sample_token(const torch::Tensor& logits, const GenerateOptions& opts, std::uint64_t& rng_state) {
-  auto l = logits.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  auto l = logits.detach();
+  if (opts.num_ids > 0 && opts.num_ids < l.size(-1)) l = l.narrow(-1, 0, opts.num_ids);
+  l = l.to(torch::kCPU, torch::kFloat32).contiguous();
   if (opts.temperature == 0.0) return l.argmax().item<std::int64_t>();
 
   auto probs = torch::softmax(l / opts.temperature, -1);
@@ -92,7 +94,16 @@ std::string generate_text(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
   for (int t : tokenizer.encode(prompt)) ids.push_back(t);
   require(!ids.empty(), "generate: the tokenizer has no BOS token and the prompt is empty");
-  auto out = generate(model, ids, opts, nullptr, lora);
+  // Up front, not at the first id the tokenizer cannot decode, tokens into the generation.
+  const std::int64_t vocab = model->config.vocab_size, known = tokenizer.vocab_size();
+  require(known >= vocab || opts.mask_unused_ids,
+          "generate: the tokenizer has " + std::to_string(known) + " tokens but the model's vocabulary has " +
+              std::to_string(vocab) + ": ids " + std::to_string(known) + ".." + std::to_string(vocab - 1) +
+              " have no text, so this is likely not the model's tokenizer (for a model whose vocabulary is padded "
+              "past its tokenizer, pass --set generation.mask_unused_ids=true)");
+  GenerateOptions run = opts;
+  run.num_ids = known < vocab ? known : 0;
+  auto out = generate(model, ids, run, nullptr, lora);
   // Decoded together with the prompt, then the prompt's text removed: SentencePiece drops the leading
   // space of the first piece it decodes, which would glue the continuation to the prompt.
   std::vector<int> prompt_ids, all_ids;

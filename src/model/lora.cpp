@@ -349,6 +349,21 @@ LoraAdapter LoraAdapter::load(const std::string& dir, const NamedLinears& base, 
     auto B = view_of(file.at(peft_lora_b_name(name))).to(dtype);
     a.modules_.push_back({name, A, B});
   }
+  // A NaN or Inf in an adapter poisons every output it touches: refused here, as the base's weights are (one
+  // reduction per tensor, one device sync per adapter; the tensor is named only on failure).
+  if (!a.modules_.empty()) {
+    std::vector<torch::Tensor> finite;
+    for (const auto& m : a.modules_) {
+      finite.push_back(torch::isfinite(m.A).all());
+      finite.push_back(torch::isfinite(m.B).all());
+    }
+    if (!torch::stack(finite).all().item<bool>())
+      for (const auto& m : a.modules_)
+        for (const auto& [t, suffix] : {std::pair{m.A, kSuffixA}, std::pair{m.B, kSuffixB}})
+          if (!torch::isfinite(t).all().item<bool>())
+            throw UserError(where_msg + "tensor " + std::string(kPrefix) + m.name + suffix +
+                            " holds NaN or infinite values");
+  }
   a.set_trainable(where.trainable);
   return a;
 }

@@ -5,6 +5,7 @@
 // be covered exactly, without holes, overlaps or trailing bytes, so a file we accept is one Python
 // accepts too (and a file we write is accepted by Python).
 #include "moin/model/safetensors.h"
+#include "moin/core/json.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -116,6 +117,8 @@ Layout parse(const std::uint8_t* bytes, std::size_t size, const std::string& pat
                    " bytes) or the 100 MB limit (corrupt or not a safetensors file)");
 
   nlohmann::ordered_json header;  // ordered: tensors() keeps the header's order
+  if (json_depth(std::string_view(reinterpret_cast<const char*>(bytes) + 8, static_cast<std::size_t>(header_len))) > kMaxJsonDepth)
+    fail(path, "header is JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels (corrupt or not a safetensors file)");
   try {
     header = nlohmann::ordered_json::parse(bytes + 8, bytes + 8 + header_len);
   } catch (const nlohmann::json::exception& e) {

@@ -294,6 +294,11 @@ KMeansResult load_kmeans(const std::string& dir) {
   }
   require(c.shape.size() == 2 && c.shape[0] == km.k && c.shape[1] == km.d,
           dir + "/centroids.npy: shape does not match kmeans.json's k and d");
+  // A NaN centroid is never the nearest, so its expert would silently receive no query.
+  for (std::size_t i = 0; i < c.data.size(); ++i)
+    require(std::isfinite(c.data[i]), dir + "/centroids.npy: centroid " + std::to_string(i / static_cast<std::size_t>(km.d)) +
+                                          " holds a non-finite value (" + std::to_string(c.data[i]) +
+                                          "): the partition is damaged; re-create it with `moin partition`");
   km.centroids = std::move(c.data);
   return km;
 }

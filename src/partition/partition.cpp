@@ -216,8 +216,26 @@ PartitionOptions load_partition_options(const std::string& dir) {
 
 // ------------------------------------------------------------------------------------------------- fit
 
+void check_partition_output(const PartitionOptions& opts) {
+  if (opts.output.empty()) return;
+  for (const auto& input : opts.corpus.inputs) {
+    // A glob's fixed part: the folder its matches come from.
+    const auto wild = input.find_first_of("*?[");
+    stdfs::path fixed = wild == std::string::npos ? stdfs::path(input) : stdfs::path(input.substr(0, wild)).parent_path();
+    if (fixed.empty()) fixed = ".";
+    const bool folder = wild != std::string::npos || stdfs::is_directory(fixed);
+    const char* why = fs::is_within(fixed, opts.output)              ? " lies in the output folder "
+                      : folder && fs::is_within(opts.output, fixed) ? " is a folder that holds the output folder "
+                                                                     : nullptr;
+    if (why)
+      throw UserError("partition: the input " + input + why + opts.output +
+                      ": the partition would write among the corpus's files; choose another --output");
+  }
+}
+
 void partition_fit(const PartitionOptions& opts) {
   opts.validate();
+  check_partition_output(opts);
   stdfs::path out(opts.output);
   fs::ensure_dir(out);
   check_folder(opts, /*allow_reset=*/true);

@@ -1,5 +1,6 @@
 // JSONL queries -> routes, in order (route_stream.h).
 #include "moin/route/route_stream.h"
+#include "moin/core/json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -42,7 +43,7 @@ void route_jsonl(const Router& router, const RouteStreamOptions& opts, std::istr
   std::string line;
   while (std::getline(in, line)) {
     ++line_no;
-    auto j = json::parse(line, nullptr, false);
+    auto j = parse_json_or_discard(line);
     const json* t = j.is_discarded() ? nullptr : json_path(j, opts.text_field);
     std::string text = t && t->is_string() ? t->get<std::string>() : "";
     errors.push_back(j.is_discarded() ? "line " + std::to_string(line_no) + ": not JSON"

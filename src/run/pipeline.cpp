@@ -11,6 +11,7 @@
 
 #include "moin/core/config.h"
 #include "moin/core/fs.h"
+#include "moin/core/hash.h"
 #include "moin/core/process.h"
 #include "moin/core/strings.h"
 #include "moin/data/tokenizer.h"
@@ -97,6 +98,24 @@ void child(Ctx& c, const std::string& stage_name, const std::vector<std::string>
   auto r = run_process(argv, true, log);
   if (r.exit_code != 0)
     throw std::runtime_error("stage " + stage_name + " failed (exit " + std::to_string(r.exit_code) + "); see " + log);
+}
+
+// {"path", "bytes", "sha256"} of a corpus file. The hash is kept in RUN/work/corpus-hashes.json by path, size
+// and modification time, so the report, rebuilt on every run, hashes a large corpus once.
+json corpus_identity(Ctx& c, const std::string& file) {
+  std::error_code ec;
+  const auto bytes = static_cast<std::int64_t>(stdfs::file_size(file, ec));
+  if (ec) return {{"path", file}, {"bytes", -1}, {"sha256", ""}};
+  const auto mtime = stdfs::last_write_time(file, ec).time_since_epoch().count();
+  const std::string cache = c.path("work/corpus-hashes.json");
+  json known = stdfs::exists(cache) ? fs::read_json(cache) : json::object();
+  const std::string key = file + "|" + std::to_string(bytes) + "|" + std::to_string(mtime);
+  if (!known.contains(key)) {
+    known[key] = sha256_file(file);
+    fs::ensure_dir(c.path("work"));
+    fs::write_json_atomic(cache, known);
+  }
+  return {{"path", file}, {"bytes", bytes}, {"sha256", known[key]}};
 }
 
 std::string write_config(Ctx& c, const std::string& name, const json& j) {
@@ -374,15 +393,25 @@ json run_pipeline(const RunOptions& opts, const json& sections) {
   rep["perplexity"] = fs::read_json(report + "/ppl.json");
   rep["routing"] = fs::read_json(report + "/routing.json");
   if (const PartitionLayout part(c.path("partition")); part.finished()) rep["partition"] = part.read_manifest();
+  // Which corpus produced the figures: the same config on another machine can build another corpus (the
+  // demo's comes from the host's Debian packages), and only its hash tells the two apart.
+  rep["corpus"] = {{"train", corpus_identity(c, train)}, {"valid", corpus_identity(c, valid)}};
 
   std::ostringstream md;
   md << "# MoIN run report\n\nRun directory: `" << c.run.string() << "`; config: `run.config.json`.\n\n";
-  md << "## Stages\n\n| stage | wall time (s) | this invocation |\n| --- | ---: | --- |\n";
+  md << "## Corpus\n\n| split | file | bytes | sha256 |\n| --- | --- | ---: | --- |\n";
+  for (const char* split : {"train", "valid"})
+    md << "| " << split << " | `" << rep["corpus"][split]["path"].get<std::string>() << "` | "
+       << rep["corpus"][split]["bytes"].get<std::int64_t>() << " | `" << rep["corpus"][split]["sha256"].get<std::string>()
+       << "` |\n";
+  md << "\n## Stages\n\n| stage | wall time (s) | this invocation |\n| --- | ---: | --- |\n";
   for (const auto& s : c.stages)
     md << "| " << s.value("stage", "") << " | " << fmt::format("{:.1f}", s.value("seconds", 0.0)) << " | "
        << (s.value("skipped", false) ? "skipped (done before)" : "ran") << " |\n";
   md << "| total | " << fmt::format("{:.1f}", total) << " | |\n\n";
-  md << "## Perplexity\n\n" << fs::read_text(report + "/ppl.md") << "\n![perplexity](perplexity.png)\n\n";
+  md << "## Perplexity\n\n" << fs::read_text(report + "/ppl.md")
+     << "\n![change against the base](perplexity_change.png)\n![perplexity](perplexity.png)\n"
+     << "![change per cluster](perplexity_change_per_cluster.png)\n\n";
   md << "## Routing\n\n" << fs::read_text(report + "/routing.md")
      << "\n![routing vs prefix](routing_vs_prefix.png)\n![cluster sizes](cluster_sizes.png)\n";
   fs::write_json_atomic(report + "/report.json", rep);

@@ -32,6 +32,7 @@ void LaunchOptions::validate() const {
   require(jobs >= 1, "launch: jobs must be at least 1");
   require(experts_per_job >= 1, "launch: experts_per_job must be at least 1");
   require(retries >= 0, "launch: retries must not be negative");
+  require(status_every_s > 0, "launch: status_every_s must be positive");
   require(slurm_options.max_array_size >= 1, "launch: slurm_options.max_array_size must be at least 1");
   for (const auto& s : set)
     require(s.find('=') != std::string::npos, "launch: train override '" + s + "' is not key=value");
@@ -103,11 +104,42 @@ std::vector<std::string> gpu_slots(const std::string& spec) {
 
 std::string absolute(const std::string& p) { return stdfs::absolute(p).lexically_normal().string(); }
 
+// The last line of a job's log that moin's error handler printed ("moin: error: ..." or "moin: failed: ..."):
+// the cause of its failure, shown in the table instead of only the log's path.
+std::string last_moin_line(const std::string& log) {
+  std::ifstream in(log, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<std::int64_t>(in.tellg());
+  in.seekg(std::max<std::int64_t>(0, size - 64 * 1024));
+  std::string line, last;
+  while (std::getline(in, line))
+    if (line.rfind("moin: ", 0) == 0) last = line;
+  return last;
+}
+
+// The step of a running job's first open cluster, from the last line of its metrics.jsonl (-1: none yet).
+std::int64_t last_step(const std::string& metrics) {
+  std::ifstream in(metrics, std::ios::binary);
+  if (!in) return -1;
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<std::int64_t>(in.tellg());
+  in.seekg(std::max<std::int64_t>(0, size - 4096));
+  std::string line;
+  std::int64_t step = -1;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) step = j["step"].get<std::int64_t>();
+  }
+  return step;
+}
+
 }  // namespace
 
 std::vector<std::string> train_argv(const LaunchOptions& o, const std::string& exe, const std::string& out_root,
                                     const std::string& clusters) {
   std::vector<std::string> argv = {exe, "train", "--mode", "expert", "--config", o.config, "--partition", o.partition};
+  if (!o.base.empty()) argv.insert(argv.end(), {"--base", o.base});
   if (o.experts_per_job == 1) {  // one expert per job: the command line of a single `moin train`, unchanged
     argv.insert(argv.end(), {"--cluster", clusters, "--output", (stdfs::path(out_root) / clusters).string()});
   } else {
@@ -216,6 +248,7 @@ std::string slurm_script(const LaunchOptions& o, const SlurmPlan& plan) {
   LaunchOptions abs = o;
   abs.config = absolute(o.config);
   abs.partition = absolute(o.partition);
+  if (!abs.base.empty()) abs.base = absolute(o.base);
   const std::string placeholder = "\x01K\x01";
   std::string cmd;
   for (const auto& a : train_argv(abs, absolute(moin_executable(o)), out_root, placeholder)) {
@@ -343,6 +376,8 @@ LaunchReport launch(const LaunchOptions& opts) {
   for (std::size_t i = 0; i < jobs.size(); ++i) queue.push_back(i);
   std::vector<Running> running;
   std::vector<bool> busy(static_cast<std::size_t>(slots), false);
+  const auto launch_start = std::chrono::steady_clock::now();
+  auto last_status = launch_start;
 
   while (!queue.empty() || !running.empty()) {
     for (int s = 0; s < slots && !queue.empty(); ++s) {
@@ -369,6 +404,22 @@ LaunchReport launch(const LaunchOptions& opts) {
       busy[static_cast<std::size_t>(s)] = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!running.empty() && std::chrono::steady_clock::now() - last_status >= std::chrono::duration<double>(o.status_every_s)) {
+      last_status = std::chrono::steady_clock::now();
+      std::size_t finished = 0;
+      for (int k : todo) finished += stdfs::exists(summary_path(out_root, k));
+      std::vector<std::string> parts;
+      for (const auto& run : running) {
+        const Job& job = jobs[run.job];
+        const auto step = last_step((stdfs::path(out_root) / std::to_string(job.clusters.front()) / "metrics.jsonl").string());
+        const std::string which = job.clusters.size() == 1 ? "cluster " + std::to_string(job.clusters.front())
+                                                           : "clusters " + std::to_string(job.clusters.front()) + "-" +
+                                                                 std::to_string(job.clusters.back());
+        parts.push_back(which + (step < 0 ? " starting" : " at step " + std::to_string(step)));
+      }
+      spdlog::info("launch: {} of {} clusters finished, {} ({})", finished, todo.size(), join(parts, ", "),
+                   human_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - launch_start).count()));
+    }
     for (std::size_t i = 0; i < running.size();) {
       auto rc = running[i].child.poll();
       if (!rc) {
@@ -396,15 +447,19 @@ LaunchReport launch(const LaunchOptions& opts) {
           open.push_back(k);
         }
       }
-      if (!open.empty() && job.attempts <= o.retries) {
+      // Exit 2 is a user error (a bad flag, config or input): the same command would fail the same way.
+      if (!open.empty() && job.attempts <= o.retries && *rc != 2) {
         spdlog::warn("cluster{} {}: failed (exit {}); retrying (see {})", open.size() > 1 ? "s" : "",
                      join_ints(open, ","), *rc, job.log);
         job.clusters = open;
         queue.push_front(running[i].job);
       } else {
+        const std::string cause = last_moin_line(job.log);
         for (int k : open) {
           row_of(k).status = "failed";
-          spdlog::error("cluster {}: failed (exit {}) after {} attempts; see {}", k, *rc, job.attempts, job.log);
+          row_of(k).error = cause;
+          spdlog::error("cluster {}: failed (exit {}) after {} attempt{}{}; see {}", k, *rc, job.attempts,
+                        job.attempts > 1 ? "s" : "", cause.empty() ? "" : ": " + cause, job.log);
         }
       }
       busy[static_cast<std::size_t>(running[i].slot)] = false;
@@ -442,7 +497,8 @@ std::string format_launch_table(const LaunchReport& report) {
   if (too_small) s << ", " << too_small << " too small for an expert";
   s << "\n";
   for (const auto& j : report.jobs)
-    if (j.status == "failed") s << "cluster " << j.cluster << " failed: see " << j.log << "\n";
+    if (j.status == "failed")
+      s << "cluster " << j.cluster << " failed" << (j.error.empty() ? "" : ": " + j.error) << " (see " << j.log << ")\n";
   return s.str();
 }
 

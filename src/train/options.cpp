@@ -65,7 +65,12 @@ void TrainOptions::validate() const {
   require(micro_batch > 0, "micro_batch must be positive");
   require(grad_accum > 0, "grad_accum must be positive");
   require(token_budget >= 0 && max_steps >= 0, "token_budget and max_steps must not be negative");
-  require((token_budget > 0) != (max_steps > 0), "give exactly one of token_budget and max_steps");
+  require(token_budget > 0 || max_steps > 0,
+          "train: how long to train is not set: give --max-steps N (optimizer steps) or --token-budget N (tokens per "
+          "cluster); config keys max_steps and token_budget, both 0 by default");
+  require(!(token_budget > 0 && max_steps > 0),
+          "train: give only one of --max-steps (" + std::to_string(max_steps) + ") and --token-budget (" +
+              std::to_string(token_budget) + "); config keys max_steps and token_budget");
   require(lr > 0, "lr must be positive");
   require(warmup_steps >= 0, "warmup_steps must not be negative");
   require(min_lr_ratio >= 0 && min_lr_ratio <= 1, "min_lr_ratio must lie in [0, 1]");

@@ -108,13 +108,15 @@ std::string base_fingerprint(const std::string& base) {
 }
 
 // base_fp: base_fingerprint(o.base), computed once for all the runs of a pack.
-json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters, const std::string& base_fp) {
+json input_fingerprints(const TrainOptions& o, const std::vector<int>& clusters, const std::string& base_fp,
+                        const PartitionShards& partition) {
   json fp = json::object();
   if (!o.base.empty()) fp["base"] = base_fp;
   std::vector<std::string> shards;
   for (int k : clusters)
     for (const char* split : {"train", "valid"}) {
-      const std::string stem = token_shard_stem(cluster_shard(o.partition, k, split));
+      const std::string stem = token_shard_stem(partition.shard(k, split).stem);
+      if (stem.empty()) continue;
       for (const char* ext : {".json", ".idx", ".bin"})
         if (stdfs::exists(stem + ext)) shards.push_back(stem + ext);
     }
@@ -182,6 +184,7 @@ struct Shared {
   double flops_per_token = 0.0;
   // Read once per process, not once per run of a pack (a manifest of 5,000 clusters is megabytes).
   std::string base_fp;
+  std::unique_ptr<PartitionShards> partition;
   std::vector<int> partition_clusters;
   std::int64_t memory_bytes() const {
     return device.is_cuda() ? cuda_peak_allocated_bytes(device.has_index() ? device.index() : 0) : peak_rss_bytes();
@@ -421,23 +424,31 @@ void prepare_peer(Shared& sh, Run& r) {
 
 // Sets up one run: its folder, data, adapter, optimizer and resume state. Returns false (with r.summary
 // set) when there is nothing to train: finished before, or a cluster too small for an expert.
-bool prepare_run(Shared& sh, Run& r, bool resume) {
+bool prepare_run(Shared& sh, Run& r, bool resume, bool overwrite) {
   const TrainOptions& o = r.o;
   r.out = o.output;
   r.ckpt_dir = r.out / "checkpoints";
   r.summary_path = r.out / "summary.json";
   r.metrics_path = r.out / "metrics.jsonl";
   fs::ensure_dir(o.output);
+  if (overwrite) {
+    // The summary first: a run killed while it is replaced must not read as finished.
+    for (const auto& p : {r.summary_path, r.metrics_path}) stdfs::remove(p);
+    stdfs::remove_all(r.ckpt_dir);
+  }
   std::string latest = latest_train_checkpoint(r.ckpt_dir.string());
-  if (resume && stdfs::exists(r.summary_path)) {
+  if (finished_run(o.output, resume, overwrite)) {
     spdlog::info("{} is finished (summary.json exists); nothing to do", o.output);
     r.summary = fs::read_json(r.summary_path);
     return false;
   }
   require(resume || latest.empty(), o.output + " already holds a run's checkpoints: pass --resume to continue it, "
-                                               "or choose another output folder");
+                                               "--overwrite to start it again, or choose another output folder");
   const TrainMode mode = o.train_mode();
-  if (sh.partition_clusters.empty()) sh.partition_clusters = partition_clusters(o.partition);
+  if (!sh.partition) {
+    sh.partition = std::make_unique<PartitionShards>(o.partition);
+    sh.partition_clusters = sh.partition->clusters();
+  }
   if (o.cluster >= 0) {
     const auto& all = sh.partition_clusters;
     require(o.cluster < static_cast<int>(all.size()),
@@ -450,8 +461,10 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   // An empty cluster has no train shard at all.
   std::vector<std::string> train_shards;
   for (int k : r.clusters) {
-    const std::string shard = cluster_shard(o.partition, k, "train");
-    if (mode != TrainMode::Expert || stdfs::exists(token_shard_stem(shard) + ".json")) train_shards.push_back(shard);
+    // Checked against the manifest: a shard it lists documents for and that is gone is an error, not an
+    // empty cluster.
+    const auto shard = sh.partition->shard(k, "train");
+    if (!shard.stem.empty()) train_shards.push_back(shard.stem);
   }
   if (!train_shards.empty()) r.train_docs = std::make_unique<DocumentSet>(train_shards);
   if (mode == TrainMode::Expert) {
@@ -466,6 +479,7 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
       return false;
     }
   }
+  require(r.train_docs != nullptr, o.partition + " holds no training documents in the clusters this run trains on");
   check_tokenizer(o, *r.train_docs);
   const LlamaConfig& mc = sh.model->config;
   require(r.train_docs->vocab_size() <= mc.vocab_size,
@@ -505,7 +519,7 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
   r.total_steps = total_train_steps(o, static_cast<int>(r.clusters.size()));
   r.schedule = LrSchedule{o.lr, o.warmup_steps, r.total_steps, o.min_lr_ratio};
   r.opts_json = config::to_json(o);
-  r.fingerprints = input_fingerprints(o, r.clusters, sh.base_fp);
+  r.fingerprints = input_fingerprints(o, r.clusters, sh.base_fp, *sh.partition);
   DataCursor cursor;
   double train_time_before = 0.0;
 
@@ -564,9 +578,9 @@ bool prepare_run(Shared& sh, Run& r, bool resume) {
 
   // Validation: a fixed set of sequences of each cluster's valid split.
   for (int k : r.clusters) {
-    std::string shard = cluster_shard(o.partition, k, "valid");
+    const std::string shard = sh.partition->shard(k, "valid").stem;
     torch::Tensor seqs;
-    if (stdfs::exists(token_shard_stem(shard) + ".json")) {
+    if (!shard.empty()) {
       DocumentSet vd({shard});
       seqs = make_validation_set(vd, o.seq_len, o.eval_tokens, bos_id, eos_id);
     }
@@ -745,8 +759,25 @@ void finish_run(Shared& sh, Run& r, const std::vector<int>& pack, double pack_wa
 
 }  // namespace
 
-json train(const TrainOptions& o, bool resume) {
+bool finished_run(const std::string& dir, bool resume, bool overwrite) {
+  if (overwrite || !stdfs::exists(stdfs::path(dir) / "summary.json")) return false;
+  // Repeating the command of a finished run must not replace it (its metrics, then its adapter).
+  require(resume, dir + " holds a finished run (summary.json): pass --resume to keep it (nothing is trained), or "
+                        "--overwrite to train it again from step 0, or choose another output folder");
+  return true;
+}
+
+void check_output_folder(const TrainOptions& o) {
+  fs::require_output_outside(o.output, o.partition, "train", "partition");
+  fs::require_output_outside(o.output, o.base, "train", "base model");
+  const TrainMode mode = o.train_mode();
+  if (mode == TrainMode::Mixture || mode == TrainMode::Peer)
+    fs::require_output_outside(o.output, o.experts, "train", "experts folder");
+}
+
+json train(const TrainOptions& o, bool resume, bool overwrite) {
   config::validate(o);
+  check_output_folder(o);
   if (o.num_threads > 0) torch::set_num_threads(o.num_threads);
 
   // ---- device, precision, model
@@ -790,7 +821,7 @@ json train(const TrainOptions& o, bool resume) {
     auto r = std::make_unique<Run>();
     r->o = ro;
     r->in_pack = o.packed();
-    if (prepare_run(sh, *r, resume) && r->step < r->total_steps) active.push_back(r.get());
+    if (prepare_run(sh, *r, resume, overwrite) && r->step < r->total_steps) active.push_back(r.get());
     runs.push_back(std::move(r));
   }
   // Validation batches as large as a training step's (micro-batches of every run in the pack).

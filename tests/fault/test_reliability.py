@@ -210,7 +210,7 @@ def test_nan_weights_are_refused_on_load_and_a_nan_loss_is_an_error(world, tmp_p
     r = moin(*ppl_args(world, **{"--base": tmp_path / "base"}))
     assert r.returncode == 2, r.stderr[-2000:]
     assert "model.layers.1.mlp.up_proj.weight holds NaN or infinite values" in r.stderr, r.stderr
-    # An adapter is not checked on load: the evaluation itself must refuse to print a NaN perplexity.
+    # An adapter is checked on load too (issue 33): exit 2 naming the tensor, before any perplexity is printed.
     shutil.copytree(world / "experts", tmp_path / "experts")
     a = tmp_path / "experts" / "1" / "adapter_model.safetensors"
     t = st.load_file(str(a))
@@ -219,8 +219,8 @@ def test_nan_weights_are_refused_on_load_and_a_nan_loss_is_an_error(world, tmp_p
     t[sorted(k for k in t if "lora_A" in k)[0]][0, 0] = float("nan")
     st.save_file(t, str(a))
     r = moin(*ppl_args(world, **{"--experts": tmp_path / "experts"}))
-    assert r.returncode == 1, r.stderr[-2000:]
-    assert "non-finite loss" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "holds NaN or infinite values" in r.stderr and "experts/1" in r.stderr, r.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------- 9. --set a.b=1

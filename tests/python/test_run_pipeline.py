@@ -3,6 +3,7 @@ the report, and resumption
 (a second run skips every finished stage; a removed marker reruns only that stage)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,10 +28,22 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "| MoIN (routed) |" in r.stdout
+    # Stage logs go to stderr (and RUN/logs/), stdout carries the report only.
+    stage_lines = [l for l in open(run / "logs" / "partition.log").read().splitlines() if l.strip()]
+    assert stage_lines and stage_lines[-1] in r.stderr, r.stderr[-2000:]
+    assert not re.search(r"^\[\d\d:\d\d:\d\d [A-Z]\]", r.stdout, re.M), r.stdout[:2000]  # no log line
     for stage in ("tokenizer", "partition", "base", "experts", "dense", "cpt", "mixture", "peer", "eval_ppl",
                   "eval_routing"):
         assert (run / "stages" / f"{stage}.done").exists(), stage
     rep = json.load(open(run / "report" / "report.json"))
+    # The report names the corpus it was computed on: the demo's corpus depends on the host's packages.
+    import hashlib
+    for split in ("train", "valid"):
+        f = corpus / f"{split}.jsonl"
+        assert rep["corpus"][split]["sha256"] == hashlib.sha256(open(f, "rb").read()).hexdigest()
+        assert rep["corpus"][split]["bytes"] == os.path.getsize(f)
+    md = open(run / "report" / "report.md").read()
+    assert rep["corpus"]["train"]["sha256"] in md and "perplexity_change.png" in md
     keys = [s["key"] for s in rep["perplexity"]["systems"]]
     assert keys == ["base", "cpt", "dense", "moin", "random", "oracle", "cbtm", "arrow", "mixture", "peer"]
     names = [s["name"] for s in rep["perplexity"]["systems"]]

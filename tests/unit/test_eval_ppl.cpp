@@ -209,7 +209,8 @@ TEST(EvalPpl, WithoutOracleOnlyNeededExpertsAreScored) {
 }
 
 // Clusters without an expert (too small, or a failed job) route to the base and are counted on their own;
-// random and oracle choose among the experts that exist; the oracle on a sample covers just that sample.
+// random draws from the clusters that are not left out (a too-small one gives the base, as for MoIN), the
+// oracle chooses among the experts that exist; the oracle on a sample covers just that sample.
 TEST(EvalPpl, ClustersWithoutAnExpertRouteToTheBaseAndTheOracleSampleIsFixed) {
   const int K = 5, P = 2;
   auto docs = random_docs(60, K, P, 21);
@@ -222,13 +223,17 @@ TEST(EvalPpl, ClustersWithoutAnExpertRouteToTheBaseAndTheOracleSampleIsFixed) {
   opts.oracle_docs = 10;
   auto r = moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts, status);
   for (int a : base.rows_per_adapter_calls) EXPECT_TRUE(a == -1 || status[static_cast<std::size_t>(a)] == "ok") << a;
-  double moin_nll = 0, none_nll = 0, orc = 0, orc_base = 0;
+  double moin_nll = 0, none_nll = 0, orc = 0, orc_base = 0, random_nll = 0;
+  std::set<int> drawn;
   std::int64_t none_docs = 0, sampled = 0;
   for (const auto& d : docs) {
     const bool has = status[static_cast<std::size_t>(d.routed)] == "ok";
     moin_nll += doc_nll(d, has ? d.routed : -1);
     if (!has) none_nll += doc_nll(d, -1), ++none_docs;
-    EXPECT_EQ(status[static_cast<std::size_t>(d.random)], "ok");
+    const std::string& rs = status[static_cast<std::size_t>(d.random)];
+    EXPECT_TRUE(rs == "ok" || rs == "too_small") << rs;  // never the unfinished one
+    drawn.insert(d.random);
+    random_nll += doc_nll(d, rs == "ok" ? d.random : -1);
     if (d.oracle >= 0) {
       ++sampled;
       double best = 1e300;
@@ -238,6 +243,8 @@ TEST(EvalPpl, ClustersWithoutAnExpertRouteToTheBaseAndTheOracleSampleIsFixed) {
     }
   }
   ASSERT_GT(none_docs, 0);
+  EXPECT_EQ(drawn, (std::set<int>{0, 1, 2, 4}));
+  EXPECT_NEAR(r.find("random expert")->overall.nll, random_nll, 1e-9);
   EXPECT_EQ(sampled, 10);
   EXPECT_EQ(r.oracle_docs, 10);
   EXPECT_NEAR(r.find("MoIN (routed)")->overall.nll, moin_nll, 1e-9);
@@ -252,7 +259,11 @@ TEST(EvalPpl, ClustersWithoutAnExpertRouteToTheBaseAndTheOracleSampleIsFixed) {
   EXPECT_EQ(j["clusters_without_expert"]["3"], "unfinished");
   EXPECT_EQ(j["routed_without_expert"]["docs"], none_docs);
   auto md = r.markdown();
-  EXPECT_NE(md.find("routed to clusters without an expert"), std::string::npos) << md;
+  EXPECT_NE(md.find("routed to clusters too small for an expert"), std::string::npos) << md;
+  EXPECT_NE(md.find("5 clusters: 3 experts, 1 too small for one (scored with the base), 1 missing (clusters 3: left out "
+                    "of every system)"), std::string::npos) << md;
+  EXPECT_EQ(j["experts"]["left_out"], nlohmann::json::array({3}));
+  EXPECT_EQ(j["experts"]["too_small"], nlohmann::json::array({1}));
   EXPECT_NE(md.find("| 1 (no expert) |"), std::string::npos) << md;
   // Every expert missing is an error, not a table of base figures.
   EXPECT_THROW(moin::evaluate_perplexity(docs, base, K, -1, nullptr, opts,

@@ -56,6 +56,13 @@ class FolderLock {
 std::string read_text(const stdfs::path& path);
 nlohmann::json read_json(const stdfs::path& path);
 
+// Whether `path` is `dir` or lies below it, after resolving both (symbolic links, "..", relative paths).
+bool is_within(const stdfs::path& path, const stdfs::path& dir);
+// UserError "WHAT: the output folder OUTPUT is the INPUT_WHAT INPUT (or inside it)..." when the output folder
+// would write into one of a command's input folders (a partition, a base model, a corpus folder).
+void require_output_outside(const stdfs::path& output, const stdfs::path& input, const std::string& what,
+                            const std::string& input_what);
+
 // Creates the folder (and parents); UserError naming it when that fails.
 void ensure_dir(const stdfs::path& dir);
 // UserError "WHAT: cannot write in DIR: <reason>" unless a file can be created in dir (read-only

@@ -13,7 +13,8 @@ struct ProcessResult {
 };
 
 // Runs argv[0] (a path) with the arguments, waits, and returns its exit code and (optionally) its output.
-// With `tee_file`, the child's stdout and stderr go to this process's stdout and are appended to that
+// With `tee_file`, the child's stdout and stderr go to this process's stderr (logs; stdout stays for
+// command output) and are appended to that
 // file as they come (output is then not kept in the result).
 // Every child, here and in ChildProcess, is killed (SIGKILL) when this process dies: no orphaned jobs.
 ProcessResult run_process(const std::vector<std::string>& argv, bool capture_output = true,

@@ -64,6 +64,7 @@ struct RoutingReport {
   // Oracle agreement (from a ppl report; -1 when not given): of the router at that report's prefix
   // length, and of full-document routing.
   double oracle_agreement_prefix = -1, oracle_agreement_full = -1, oracle_chance = -1;
+  int oracle_choices = 0;  // the trained experts the oracle chose among (chance is one in them)
   int oracle_prefix_tokens = 0;
   std::int64_t oracle_docs = 0;
   double queries_per_s = 0;                   // batched, full documents

@@ -21,6 +21,10 @@ struct GenerateOptions {
   std::uint64_t seed = 0;
   bool use_cache = true;     // false: recompute the whole sequence each step (slow; for testing)
   bool stop_at_eos = true;
+  // A model whose vocabulary is padded past its tokenizer (Qwen2's 151,936 rows for 151,665 tokens) can
+  // still generate: ids the tokenizer cannot decode are never sampled. Off, such a pair is refused.
+  bool mask_unused_ids = false;
+  std::int64_t num_ids = 0;  // set by generate_text: sample only ids < num_ids (0: every row of the head)
 
   template <class V> void visit(V& v) {
     v("max_new_tokens", max_new_tokens, "tokens to generate at most");
@@ -29,6 +33,8 @@ struct GenerateOptions {
     v("seed", seed, "seed of the sampler");
     v("use_cache", use_cache, "reuse the keys and values of earlier tokens (false: recompute; for testing)");
     v("stop_at_eos", stop_at_eos, "stop when the model produces the end-of-sequence token");
+    v("mask_unused_ids", mask_unused_ids, "never sample ids past the tokenizer's (for a model whose vocabulary is padded "
+                                          "past its tokenizer); off: such a pair is refused");
   }
   void validate() const;
 };

@@ -76,6 +76,11 @@ struct PartitionSummary {
   double seconds = 0;
 };
 
+// UserError when an input (a corpus file, a folder read recursively, a glob's folder) lies in the output
+// folder, or the output folder lies in an input folder: the partition would write among the corpus's files
+// (and overwrite would clear them). The CLI calls it before it takes the folder; fit again.
+void check_partition_output(const PartitionOptions& opts);
+
 // The steps. Each returns at once (logging "already done") when its marker exists and the fingerprint
 // matches; a fingerprint mismatch is a UserError unless overwrite is set (then the folder is cleared).
 void partition_fit(const PartitionOptions& opts);

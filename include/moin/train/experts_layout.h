@@ -17,6 +17,10 @@ struct ExpertFolder {
 };
 std::vector<ExpertFolder> find_experts(const std::string& experts_dir, int k);
 
+// Whether a cluster of this status is left out of an evaluation: an expert that should exist but does not
+// (unfinished, missing). A too-small cluster is not: it routes to the base by design.
+inline bool expert_left_out(const std::string& status) { return status != "ok" && status != "too_small"; }
+
 // The adapter folder of each expert 0..k-1 (EXPERTS/<k>). UserError naming the first expert without one.
 std::vector<std::string> expert_adapter_dirs(const std::string& experts_dir, int k);
 

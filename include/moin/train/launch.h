@@ -55,12 +55,14 @@ struct LaunchOptions {
   std::string partition;
   std::string config;
   std::string output;
+  std::string base;
   std::vector<std::string> set;
   std::vector<int> clusters;
   int experts_per_job = 1;
   int jobs = 1;
   std::string gpus = "auto";
   int retries = 1;
+  double status_every_s = 30.0;
   std::string moin;
   std::string slurm;
   SlurmOptions slurm_options;
@@ -69,6 +71,7 @@ struct LaunchOptions {
     v("partition", partition, "partition folder whose clusters get an expert each");
     v("config", config, "train config (JSON) every job uses (moin config train prints the defaults)");
     v("output", output, "experts folder: cluster K's expert goes to OUTPUT/K (empty: the train config's output)");
+    v("base", base, "base model folder every job trains its expert on (empty: the train config's \"base\")");
     v("set", set, "train config overrides passed to every job (\"key=value\", as --set)");
     v("clusters", clusters, "only these clusters (empty: all of the partition's)");
     v("experts_per_job", experts_per_job,
@@ -76,6 +79,8 @@ struct LaunchOptions {
     v("jobs", jobs, "CPU jobs at a time when no GPU is used");
     v("gpus", gpus, "auto (every visible GPU, none without CUDA), none, or a list like \"0,1,3\"");
     v("retries", retries, "times a failed job is run again (resuming from its last checkpoint)");
+    v("status_every_s", status_every_s, "seconds between the status lines of running jobs (each one's step), so a "
+                                        "pack that trains for hours shows its progress");
     v("moin", moin, "the moin executable the jobs run (empty: this one)");
     v("slurm", slurm,
       "write a Slurm job script here (job arrays, one task per job) and a submit script next to it, instead of "
@@ -95,6 +100,7 @@ struct LaunchJob {
   std::string gpu;   // CUDA_VISIBLE_DEVICES of the last attempt ("" on CPU)
   nlohmann::json summary;  // the job's summary.json, when it finished
   std::string log;   // its job's log file
+  std::string error; // a failed job's last "moin: ..." line (its cause, as the job printed it)
   // Finished without an adapter: the cluster had too few tokens and routes to the base.
   bool too_small() const;
 };

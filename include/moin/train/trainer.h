@@ -40,7 +40,17 @@ struct TrainingDiverged : std::runtime_error {
 // OUTPUT/checkpoints (a fresh start when there is none; the summary as it is when the run has finished).
 // Without it, an output folder that already holds checkpoints is a UserError. Returns summary.json's
 // content (in a pack: {"pack", "experts": {k: summary}, "wall_time_s"}).
-nlohmann::json train(const TrainOptions& opts, bool resume = false);
+// overwrite: a finished run's folder (summary.json) is trained again from step 0; without it (nor resume)
+// such a folder is refused, so repeating a command cannot replace a finished expert.
+nlohmann::json train(const TrainOptions& opts, bool resume = false, bool overwrite = false);
+
+// UserError when the output folder is an input folder (the partition, the base, the experts a mixture
+// reads) or lies inside one. The CLI calls it before it writes its log and config there; train() again.
+void check_output_folder(const TrainOptions& opts);
+
+// Whether the run folder `dir` holds a finished run (summary.json); UserError naming --resume and
+// --overwrite when it does and neither is given. The CLI calls it before it writes anything there.
+bool finished_run(const std::string& dir, bool resume, bool overwrite);
 
 // AdamW over `trainable` (the adapter's A and B in LoRA modes, every weight in full mode): group 0 the
 // tensors of 2 or more dimensions with opts.weight_decay, group 1 the 1-D ones (norms, biases) without.
