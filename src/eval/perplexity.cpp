@@ -452,6 +452,21 @@ nlohmann::json cell_json(const PplCell& c) {
   return {{"ppl", c.ppl()}, {"nll_per_token", c.nll_per_token()}, {"tokens", c.tokens}, {"docs", c.docs}};
 }
 std::string fmt(double v, int prec = 2) { return format_fixed(v, prec); }
+
+struct ExpertCounts {
+  std::int64_t trained = 0;
+  std::vector<std::size_t> too_small, left_out;
+};
+ExpertCounts count_experts(const std::vector<std::string>& status, int num_experts) {
+  ExpertCounts c;
+  if (status.empty()) c.trained = num_experts;  // no statuses given: every cluster has an expert
+  for (std::size_t e = 0; e < status.size(); ++e) {
+    c.trained += status[e] == "ok";
+    if (status[e] == "too_small") c.too_small.push_back(e);
+    if (expert_left_out(status[e])) c.left_out.push_back(e);
+  }
+  return c;
+}
 }  // namespace
 
 nlohmann::json PplReport::to_json() const {
@@ -477,16 +492,10 @@ nlohmann::json PplReport::to_json() const {
   for (std::size_t e = 0; e < expert_status.size(); ++e)
     if (expert_status[e] != "ok") missing[std::to_string(e)] = expert_status[e];
   j["clusters_without_expert"] = missing;
-  nlohmann::json too_small = nlohmann::json::array(), left_out = nlohmann::json::array();
-  std::int64_t trained = 0;
-  for (std::size_t e = 0; e < expert_status.size(); ++e) {
-    trained += expert_status[e] == "ok";
-    if (expert_status[e] == "too_small") too_small.push_back(e);
-    if (expert_left_out(expert_status[e])) left_out.push_back(e);
-  }
   // What every system chose among: the trained experts, the too-small clusters (the base), and the clusters
   // left out of every system (their experts are missing or unfinished).
-  j["experts"] = {{"clusters", num_experts}, {"trained", trained}, {"too_small", too_small}, {"left_out", left_out}};
+  const auto ex = count_experts(expert_status, num_experts);
+  j["experts"] = {{"clusters", num_experts}, {"trained", ex.trained}, {"too_small", ex.too_small}, {"left_out", ex.left_out}};
   j["routed_without_expert"] = cell_json(routed_without_expert);
   if (!cache_stats.is_null()) j["adapter_cache"] = cache_stats;
   if (!throughput.is_null()) j["throughput"] = throughput;
@@ -497,21 +506,16 @@ nlohmann::json PplReport::to_json() const {
 std::string PplReport::markdown() const {
   std::ostringstream o;
   const PplSystem* b = find("base");
-  std::vector<std::size_t> too_small, left_out;
-  std::size_t trained = 0;
-  for (std::size_t e = 0; e < expert_status.size(); ++e) {
-    trained += expert_status[e] == "ok";
-    if (expert_status[e] == "too_small") too_small.push_back(e);
-    if (expert_left_out(expert_status[e])) left_out.push_back(e);
-  }
-  if (expert_status.empty()) trained = static_cast<std::size_t>(num_experts);
+  const auto ex = count_experts(expert_status, num_experts);
+  const auto& too_small = ex.too_small;
+  const auto& left_out = ex.left_out;
   auto ids = [](const std::vector<std::size_t>& v) {
     std::string s;
     for (std::size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
     return v.size() > 20 ? s + ", ..." : s;
   };
   o << "Held-out perplexity (" << docs << " documents, the router reads the first " << prefix_tokens
-    << " tokens, perplexity on the rest; " << num_experts << " clusters: " << trained << " experts";
+    << " tokens, perplexity on the rest; " << num_experts << " clusters: " << ex.trained << " experts";
   if (!too_small.empty()) o << ", " << too_small.size() << " too small for one (scored with the base)";
   if (!left_out.empty())
     o << ", " << left_out.size() << " missing (clusters " << ids(left_out) << ": left out of every system)";

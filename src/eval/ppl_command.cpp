@@ -64,7 +64,6 @@ PplReport run_eval_ppl(const PplOptions& opts) {
   require(router.tokenizer() != nullptr,
           "eval ppl: no tokenizer (give --tokenizer, or a partition whose manifest names one)");
   const Tokenizer& tok = *router.tokenizer();
-  check_same_tokenizer(opts.tokenizer.empty() ? PartitionLayout(opts.partition).tokenizer() : opts.tokenizer, opts);
   const int K = router.num_experts();
   // Up front (config.json only): an id past the model's vocabulary would fail deep inside the embedding.
   const std::pair<std::string, const char*> models[] = {{opts.base, "base model"},
@@ -76,6 +75,8 @@ PplReport run_eval_ppl(const PplOptions& opts) {
                                            " tokens, more than the vocabulary of the " + what + " " + model_dir +
                                            " (" + std::to_string(vocab) + ")");
   }
+
+  check_same_tokenizer(opts.tokenizer.empty() ? PartitionLayout(opts.partition).tokenizer() : opts.tokenizer, opts);
 
   std::vector<std::string> texts, labels;
   IngestReport ingest;

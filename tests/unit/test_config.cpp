@@ -113,7 +113,7 @@ TEST(Config, ValidateAndFileErrorsAreUserErrors) {
   FILE* f = std::fopen(path.c_str(), "w");
   std::fputs("{\"clusters\": ", f);
   std::fclose(f);
-  EXPECT_NE(error_of([&] { moin::config::load<DemoOptions>(path, {}); }).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of([&] { moin::config::load<DemoOptions>(path, {}); }).find("invalid JSON at line 1"), std::string::npos);
 }
 
 TEST(Config, ReferenceListsEveryKeyWithItsDefault) {
