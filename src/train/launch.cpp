@@ -106,28 +106,28 @@ std::string absolute(const std::string& p) { return stdfs::absolute(p).lexically
 
 // The last line of a job's log that moin's error handler printed ("moin: error: ..." or "moin: failed: ..."):
 // the cause of its failure, shown in the table instead of only the log's path.
-std::string last_moin_line(const std::string& log) {
-  std::ifstream in(log, std::ios::binary);
-  if (!in) return "";
+// The lines of the last `bytes` of a file (the first one may be cut); none when it cannot be read.
+std::vector<std::string> tail_lines(const std::string& path, std::int64_t bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<std::string> lines;
+  if (!in) return lines;
   in.seekg(0, std::ios::end);
-  const auto size = static_cast<std::int64_t>(in.tellg());
-  in.seekg(std::max<std::int64_t>(0, size - 64 * 1024));
-  std::string line, last;
-  while (std::getline(in, line))
+  in.seekg(std::max<std::int64_t>(0, static_cast<std::int64_t>(in.tellg()) - bytes));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string last_moin_line(const std::string& log) {
+  std::string last;
+  for (const auto& line : tail_lines(log, 64 * 1024))
     if (line.rfind("moin: ", 0) == 0) last = line;
   return last;
 }
 
 // The step of a running job's first open cluster, from the last line of its metrics.jsonl (-1: none yet).
 std::int64_t last_step(const std::string& metrics) {
-  std::ifstream in(metrics, std::ios::binary);
-  if (!in) return -1;
-  in.seekg(0, std::ios::end);
-  const auto size = static_cast<std::int64_t>(in.tellg());
-  in.seekg(std::max<std::int64_t>(0, size - 4096));
-  std::string line;
   std::int64_t step = -1;
-  while (std::getline(in, line)) {
+  for (const auto& line : tail_lines(metrics, 4096)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) step = j["step"].get<std::int64_t>();
   }
